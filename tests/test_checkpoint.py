@@ -185,3 +185,32 @@ def test_sequence_longer_than_positions_is_a_clear_error():
     model = BertModel(tiny_config())
     with pytest.raises(ValueError, match="exceeds max_position_embeddings"):
         model(torch.zeros(1, 65, dtype=torch.long))
+
+
+def test_hub_id_without_connection_fails_without_retrying(monkeypatch):
+    import minibert.hub as hub
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "_hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(CheckpointNotFoundError, match="'bert-base-uncased'.*no connection"):
+        BertModel.from_pretrained("bert-base-uncased")
+
+
+def test_hub_id_downloads_config_and_weights(monkeypatch, hf_folder):
+    """The hub path, with huggingface_hub's downloader replaced by a local 'snapshot' folder."""
+    import huggingface_hub
+    import minibert.hub as hub
+    folder, hf = hf_folder
+    asked = []
+
+    def fake_download(repo_id, filename, local_files_only=False, **kwargs):
+        asked.append((repo_id, filename, local_files_only))
+        if local_files_only or not (folder / filename).exists():
+            raise FileNotFoundError(filename)
+        return str(folder / filename)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "_hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    model = BertModel.from_pretrained("some-org/tiny-bert")
+    assert torch.equal(model.embeddings.word.weight, hf.embeddings.word_embeddings.weight)
+    assert ("some-org/tiny-bert", "model.safetensors", False) in asked
