@@ -28,23 +28,9 @@ def hf_bert_config(**values):
     return transformers.BertConfig(**values)
 
 
-def find_data_dir():
-    """The CS224N data: $MINIBERT_DATA_DIR, else <repo>/data, else <repo>/../shared/data (None if absent)."""
-    from pathlib import Path
-    repo = Path(__file__).resolve().parent.parent
-    for candidate in (os.environ.get("MINIBERT_DATA_DIR"), repo / "data", repo.parent / "shared" / "data"):
-        if candidate and (Path(candidate) / "ids-sst-dev.csv").is_file():
-            return Path(candidate)
-    return None
-
 
 @pytest.fixture(scope="session")
 def real_sentences():
     """64 real SST dev sentences (varied lengths, so batches carry padding)."""
-    import csv
-    folder = find_data_dir()
-    if folder is None:
-        pytest.skip("CS224N data not found (run `python -m tasks.fetch_data`)")
-    with open(folder / "ids-sst-dev.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return [row["sentence"].strip() for row in rows[:64]]
+    from _datafiles import read_columns
+    return [row[0] for row in read_columns("ids-sst-dev.csv", "sentence", limit=64)]
