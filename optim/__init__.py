@@ -1,0 +1,9 @@
+"""Optimisation, written out by hand and tested against references: AdamW, learning-rate schedules,
+PCGrad gradient surgery and Child-Tuning gradient masks."""
+from .adamw import AdamW, is_no_decay, param_groups_no_decay
+from .schedules import SCHEDULES, constant, cosine, linear_warmup_decay, make_scheduler
+
+__all__ = [
+    "AdamW", "is_no_decay", "param_groups_no_decay",
+    "SCHEDULES", "constant", "cosine", "linear_warmup_decay", "make_scheduler",
+]
