@@ -92,9 +92,9 @@ class PCGrad:
     gradients from the losses that reach them, untouched by the surgery. Gradients already in `.grad` before
     the call (e.g. gradient accumulation) are kept and the PCGrad direction is added to them.
 
-    Memory: the buffer is one flattened copy of the shared parameters per task (tasks × dims elements), plus
-    one more copy while projecting; for all-MiniLM-L6-v2 (22.7M parameters, float32) and three tasks that is
-    3 × 91 MB + 91 MB (benchmarks/pcgrad_memory.py measures it).
+    Memory, beyond a plain backward: one flattened copy of the shared parameters per task (the [tasks, dims]
+    buffer) plus one row being projected. For all-MiniLM-L6-v2 (22.7M parameters, 86.6 MiB in float32) and
+    three tasks: 4 × 86.6 = 347 MiB; benchmarks/pcgrad_memory.py measured 348 MiB of extra peak RSS.
 
     shared_params: default, every parameter of the optimizer (the reference implementation's choice; a
     head's gradient is then zero for the other tasks). retain_graph: pass True when the losses share a forward
@@ -136,14 +136,15 @@ class PCGrad:
         dims = sum(p.numel() for p in shared)
         ref = shared[0]
         task_grads = torch.zeros(len(losses), dims, dtype=ref.dtype, device=ref.device)
+        for p in shared:
+            p.grad = None
         for i, loss in enumerate(losses):
-            for p in shared:
-                p.grad = None
             loss.backward(retain_graph=retain_graph and i < len(losses) - 1)
             offset = 0
-            for p in shared:
-                if p.grad is not None:  # a shared parameter this task does not reach has gradient 0
+            for p in shared:  # move the task's gradient into row i; a parameter it does not reach keeps 0
+                if p.grad is not None:
                     task_grads[i, offset:offset + p.numel()] = p.grad.reshape(-1)
+                    p.grad = None
                 offset += p.numel()
         direction = pcgrad(task_grads, self.reduction, self.generator)
         del task_grads
