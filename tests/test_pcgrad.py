@@ -8,6 +8,15 @@ from torch import nn
 from optim import AdamW, PCGrad, pcgrad, project_conflicting
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is fastest, and does not spin against other work on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def t(*values):
     return torch.tensor(values, dtype=torch.float64)
 
@@ -26,6 +35,7 @@ def test_three_d_by_hand():
     g1, g2 = t(1.0, 2.0, 0.0), t(-1.0, 0.0, 1.0)
     torch.testing.assert_close(project_conflicting([g1, g2]), torch.stack([t(0.5, 2.0, 0.5), t(-0.8, 0.4, 1.0)]),
                                rtol=0, atol=1e-15)
+
     torch.testing.assert_close(pcgrad([g1, g2]), t(-0.3, 2.4, 1.5), rtol=0, atol=1e-15)
 
 

@@ -8,6 +8,15 @@ from torch import nn
 from optim import AdamW, constant, cosine, linear_warmup_decay, make_scheduler
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is fastest, and does not spin against other work on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_constant_by_hand():
     assert [constant(s) for s in range(3)] == [1.0, 1.0, 1.0]
     assert [constant(s, warmup_steps=4) for s in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
