@@ -75,6 +75,17 @@ class ChildTuningF:
         for p in _params_with_grad(model_or_params):
             p.grad.copy_(child_tuning_f(p.grad, self.reserve_p, self.generator))
 
+    def state_dict(self) -> dict:
+        """reserve_p and the generator's state, so that a resumed run draws the same masks."""
+        return {"reserve_p": self.reserve_p,
+                "generator": None if self.generator is None else self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        _check_reserve_p(state["reserve_p"])
+        self.reserve_p = float(state["reserve_p"])
+        if state.get("generator") is not None and self.generator is not None:
+            self.generator.set_state(state["generator"])
+
 
 # --- Child-Tuning-D -------------------------------------------------------------------------------------
 
@@ -161,6 +172,13 @@ class ChildTuningD:
         """The fraction of masked-tensor elements that are updated (≈ reserve_p)."""
         kept = sum(int(m.sum()) for m in self.masks.values())
         return kept / max(1, sum(m.numel() for m in self.masks.values()))
+
+    def state_dict(self) -> dict:
+        """The masks (one bool per masked weight), so that a resumed run needs no second Fisher pass."""
+        return {"masks": {n: m.clone() for n, m in self.masks.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.masks = {n: m.bool() for n, m in state["masks"].items()}
 
     @torch.no_grad()
     def apply(self, model: nn.Module) -> None:

@@ -1,5 +1,6 @@
 """Child-Tuning-F and -D: the F mask's keep rate and unbiasedness, D's exact top fraction and its Fisher, masked
 parameters that do not move, and flags off leaving training bit-identical."""
+import io
 import math
 
 import pytest
@@ -196,6 +197,40 @@ def test_parameters_outside_the_d_mask_do_not_move(make_optimizer):
             assert moved.any(), n  # embeddings and head train normally
     assert any(moved_inside for moved_inside in (
         (p.detach() != start[n])[child.masks[n]].any() for n, p in model.named_parameters() if n in child.masks))
+
+
+def test_state_dicts_resume_the_same_masks():
+    """F: the generator's state continues the same sequence of masks; D: the fixed masks come back as saved."""
+    grad = torch.randn(50)
+    param = nn.Parameter(torch.zeros(50))
+
+    def masks(child, n):
+        out = []
+        for _ in range(n):
+            param.grad = grad.clone()
+            child.apply([param])
+            out.append(param.grad != 0)
+        return out
+
+    straight = masks(ChildTuningF(0.5, torch.Generator().manual_seed(0)), 6)
+    first = ChildTuningF(0.5, torch.Generator().manual_seed(0))
+    head = masks(first, 3)
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = ChildTuningF(0.9, torch.Generator().manual_seed(123))
+    resumed.load_state_dict(torch.load(buffer))
+    assert resumed.reserve_p == 0.5
+    assert all(torch.equal(a, b) for a, b in zip(straight, head + masks(resumed, 3)))
+
+    _, child = _masked_model_and_child()
+    buffer = io.BytesIO()
+    torch.save(child.state_dict(), buffer)
+    buffer.seek(0)
+    restored = ChildTuningD({})
+    restored.load_state_dict(torch.load(buffer))
+    assert restored.masks.keys() == child.masks.keys()
+    assert all(torch.equal(restored.masks[n], child.masks[n]) for n in child.masks)
 
 
 def test_d_mask_applies_only_to_its_own_model():
