@@ -66,6 +66,9 @@ def _check_hyperparameters(lr, betas, eps, weight_decay, correct_bias, mode, for
 class AdamW(torch.optim.Optimizer):
     """AdamW with the coursework signature; see the module docstring for the equations of each mode.
 
+    correct_bias=False drops both bias corrections (1 − βᵗ → 1) in either mode; mode="torch" with the default
+    correct_bias=True is torch.optim.AdamW(lr, betas, eps, weight_decay) exactly (mind torch's eps default 1e-8).
+
     State per parameter (names as in torch's, so a reader can compare): `step` (a Python int, so resuming
     from a state_dict continues bit for bit), `exp_avg` (m) and `exp_avg_sq` (v).
     """

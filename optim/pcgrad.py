@@ -110,7 +110,8 @@ class PCGrad:
         self.generator = generator
         if shared_params is None:
             shared_params = [p for g in optimizer.param_groups for p in g["params"]]
-        self.shared_params: List[torch.Tensor] = [p for p in shared_params if p.requires_grad]
+        # Each parameter once (a tied weight listed twice would otherwise count twice).
+        self.shared_params: List[torch.Tensor] = list(dict.fromkeys(p for p in shared_params if p.requires_grad))
         if not self.shared_params:
             raise ValueError("shared_params has no parameter that requires grad")
 
