@@ -34,3 +34,68 @@ def real_sentences():
     """64 real SST dev sentences (varied lengths, so batches carry padding)."""
     from _datafiles import read_columns
     return [row[0] for row in read_columns("ids-sst-dev.csv", "sentence", limit=64)]
+
+
+# ---- a tiny random BERT with a letter-level vocabulary, and tiny CS224N-format data -------------------------
+
+TINY_WORDS = ["good", "bad", "great", "awful", "movie", "film", "the", "a", "is", "was", "how", "what", "why",
+              "do", "i", "you", "learn", "cook", "play", "dog", "cat", "runs", "sits", "on", "grass", "mat"]
+
+
+def write_tiny_checkpoint(folder, **config):
+    """config.json + model.safetensors + vocab.txt: special tokens, letters, ##letters and a few words."""
+    from minibert import BertModel, tiny_config
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,?!'-\"")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + ["##" + c for c in letters] + TINY_WORDS
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    torch.manual_seed(0)
+    BertModel(tiny_config(vocab_size=len(vocab), **config)).save_pretrained(folder)
+    return folder
+
+
+def write_tiny_data(folder, n=32, seed=0):
+    """All twelve CS224N files with n synthetic rows each (labels follow simple word rules)."""
+    import random
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def sentence():
+        return " ".join(rng.choice(TINY_WORDS) for _ in range(rng.randint(3, 9)))
+
+    def write(name, header, rows):
+        with open(folder / name, "w", encoding="utf-8") as f:
+            f.write("\t" + "\t".join(header) + "\n")
+            for i, row in enumerate(rows):
+                f.write("\t".join([str(i)] + [str(x) for x in row]) + "\n")
+
+    for prefix, classes in (("ids-sst", 5), ("ids-cfimdb", 2)):
+        for split in ("train", "dev"):
+            rows = []
+            for i in range(n):
+                s = sentence()
+                rows.append((f"{prefix}-{split}-{i:04d}", s, (s.count("good") + 2 * s.count("great")) % classes))
+            write(f"{prefix}-{split}.csv", ["id", "sentence", "sentiment"], rows)
+        write(f"{prefix}-test-student.csv", ["id", "sentence"], [(f"{prefix}-test-{i:04d}", sentence()) for i in range(n)])
+    for prefix, label in (("quora", lambda a, b: float(a.split()[0] == b.split()[0])),
+                          ("sts", lambda a, b: round(5.0 * len(set(a.split()) & set(b.split())) / len(set(a.split()) | set(b.split())), 1))):
+        col = "is_duplicate" if prefix == "quora" else "similarity"
+        for split in ("train", "dev"):
+            rows = []
+            for i in range(n):
+                a, b = sentence(), sentence()
+                rows.append((f"{prefix}-{split}-{i:04d}", a, b, label(a, b)))
+            write(f"{prefix}-{split}.csv", ["id", "sentence1", "sentence2", col], rows)
+        write(f"{prefix}-test-student.csv", ["id", "sentence1", "sentence2"],
+              [(f"{prefix}-test-{i:04d}", sentence(), sentence()) for i in range(n)])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    return write_tiny_data(tmp_path_factory.mktemp("tiny-data"))

@@ -1,0 +1,40 @@
+"""Single-task sentiment classification on SST-5 and/or CFIMDB (the coursework's classifier.py).
+
+    python tasks/classifier.py --option pretrain     # frozen encoder, a linear probe on its embedding
+    python tasks/classifier.py --option finetune     # the whole model fine-tuned
+    python tasks/classifier.py --tasks cfimdb --use_gpu
+
+Each task is trained on its own (one model each) and writes predictions/{task}-{dev,test}-output.csv.
+"""
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from tasks.run import add_task_file_args, base_parser, run, task_files  # noqa: E402
+
+TASKS = ("sst", "cfimdb")
+
+
+def parse_args(argv=None):
+    parser = base_parser(__doc__.splitlines()[0], out_dir="runs/classifier", epochs=3, lr=5e-5)
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    for name in TASKS:
+        add_task_file_args(parser, name, name)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results, out_dir = {}, args.out_dir
+    for name in args.tasks:
+        args.out_dir = os.path.join(out_dir, f"{name}-{args.option}")
+        print(f"=== {name} ({args.option}) ===")
+        results[name] = run(args, [name], {name: task_files(args, name, name)})[name]
+    print("dev accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""One shared BERT encoder with a small head per task (sentiment, paraphrase, similarity).
+
+Sentence embedding: [CLS], the pooler, or the masked mean of the last hidden states (what
+all-MiniLM-L6-v2 was trained with). Pairs reach the heads in one of two ways:
+- Siamese: each sentence encoded alone into u and v, then compared — [u; v; |u−v|; u∗v] → MLP for
+  paraphrase (SBERT's classification objective), cos(u, v) for similarity;
+- cross-encoder: one sequence `[CLS] a [SEP] b [SEP]`, so every layer attends across the two sentences,
+  then a linear layer on the pair's embedding.
+The method names `predict_sentiment`, `predict_paraphrase`, `predict_similarity` are the coursework's.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+POOLINGS = ("mean", "cls", "pooler")
+PARA_HEADS = ("cross", "siamese")
+STS_HEADS = ("cosine", "cross")
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the real (unpadded) tokens' vectors: (B, T, C), (B, T) -> (B, C)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+
+
+def join_pair(ids_1: torch.Tensor, mask_1: torch.Tensor, ids_2: torch.Tensor, mask_2: torch.Tensor,
+              pad_id: int = 0) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two separately tokenised batches `[CLS] a [SEP]`, `[CLS] b [SEP]` -> one `[CLS] a [SEP] b [SEP]` batch.
+
+    Drops b's [CLS], sets token_type_ids to 1 on b's part, and re-pads to the longest joined row.
+    Returns input_ids, token_type_ids, attention_mask, each (B, T).
+    """
+    len_1, len_2 = mask_1.sum(1), mask_2.sum(1) - 1  # b loses its [CLS]
+    total = len_1 + len_2
+    B, T = ids_1.size(0), int(total.max())
+    positions = torch.arange(T, device=ids_1.device).expand(B, T)  # (B, T)
+    in_a = positions < len_1[:, None]
+    in_b = (positions >= len_1[:, None]) & (positions < total[:, None])
+    idx_a = positions.clamp(max=ids_1.size(1) - 1)
+    idx_b = (positions - len_1[:, None] + 1).clamp(0, ids_2.size(1) - 1)
+    ids = torch.where(in_a, ids_1.gather(1, idx_a), torch.where(in_b, ids_2.gather(1, idx_b), pad_id))
+    return ids, in_b.long(), (in_a | in_b).long()
+
+
+class MultitaskBert(nn.Module):
+    """The encoder plus the heads of the requested tasks; unused heads are not built."""
+
+    def __init__(self, encoder: nn.Module, tasks: Sequence[str] = ("sst", "para", "sts"), num_labels: int = 5,
+                 pooling: str = "mean", para_head: str = "cross", sts_head: str = "cosine",
+                 dropout: Optional[float] = None):
+        super().__init__()
+        for name, value, allowed in (("pooling", pooling, POOLINGS), ("para_head", para_head, PARA_HEADS),
+                                     ("sts_head", sts_head, STS_HEADS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        C = encoder.config.hidden_size
+        self.bert = encoder
+        self.tasks, self.pooling, self.para_mode, self.sts_mode = tuple(tasks), pooling, para_head, sts_head
+        self.drop = nn.Dropout(encoder.config.hidden_dropout_prob if dropout is None else dropout)
+        self.heads = nn.ModuleDict()
+        if "sst" in tasks or "cfimdb" in tasks:
+            self.heads["sentiment"] = nn.Linear(C, num_labels)
+        if "para" in tasks:
+            self.heads["paraphrase"] = (nn.Linear(C, 1) if para_head == "cross" else
+                                        nn.Sequential(nn.Linear(4 * C, C), nn.GELU(), nn.Dropout(self.drop.p), nn.Linear(C, 1)))
+        if "sts" in tasks and sts_head == "cross":
+            self.heads["similarity"] = nn.Linear(C, 1)
+        for head in self.heads.values():
+            for m in head.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, std=0.02)
+                    nn.init.zeros_(m.bias)
+
+    def head_config(self) -> Dict[str, object]:
+        """What it takes to rebuild this model around a checkpoint's encoder."""
+        num_labels = self.heads["sentiment"].out_features if "sentiment" in self.heads else 5
+        return dict(tasks=list(self.tasks), num_labels=num_labels, pooling=self.pooling, para_head=self.para_mode,
+                    sts_head=self.sts_mode, dropout=self.drop.p)
+
+    # ---- shared encoding ---------------------------------------------------------------------------------
+    def embed(self, input_ids, attention_mask, token_type_ids=None, inputs_embeds=None) -> torch.Tensor:
+        """One vector per sequence: (B, T) ids -> (B, C)."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds=inputs_embeds)
+        if self.pooling == "pooler":
+            return out.pooler_output
+        if self.pooling == "cls":
+            return out.last_hidden_state[:, 0]
+        return mean_pool(out.last_hidden_state, attention_mask)
+
+    def _pair(self, batch: Dict[str, torch.Tensor], joined: bool):
+        """The pair as one joined sequence (cross) or as two embeddings (Siamese), from either batch form."""
+        if joined:
+            if "input_ids" not in batch:  # two separately tokenised sentences: join them here
+                ids, types, mask = join_pair(batch["input_ids_1"], batch["attention_mask_1"],
+                                             batch["input_ids_2"], batch["attention_mask_2"], self.bert.config.pad_token_id)
+                batch = dict(input_ids=ids, token_type_ids=types, attention_mask=mask)
+            return self.embed(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        u = self.embed(batch["input_ids_1"], batch["attention_mask_1"], batch.get("token_type_ids_1"))
+        v = self.embed(batch["input_ids_2"], batch["attention_mask_2"], batch.get("token_type_ids_2"))
+        return u, v
+
+    # ---- per-task outputs on a collated batch -------------------------------------------------------------
+    def sentiment_logits(self, batch) -> torch.Tensor:
+        """(B, num_labels)"""
+        h = self.embed(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        return self.heads["sentiment"](self.drop(h))
+
+    def paraphrase_logits(self, batch) -> torch.Tensor:
+        """(B,): one logit, > 0 means paraphrase."""
+        if self.para_mode == "cross":
+            return self.heads["paraphrase"](self.drop(self._pair(batch, joined=True))).squeeze(-1)
+        u, v = self._pair(batch, joined=False)
+        return self.heads["paraphrase"](self.drop(torch.cat([u, v, (u - v).abs(), u * v], dim=-1))).squeeze(-1)
+
+    def similarity_scores(self, batch) -> torch.Tensor:
+        """(B,) on the 0–1 scale (the label / 5): cosine for Siamese, a sigmoid for the cross-encoder."""
+        if self.sts_mode == "cross":
+            return torch.sigmoid(self.heads["similarity"](self.drop(self._pair(batch, joined=True))).squeeze(-1))
+        u, v = self._pair(batch, joined=False)
+        return F.cosine_similarity(u, v, dim=-1)
+
+    # ---- the coursework API --------------------------------------------------------------------------------
+    def predict_sentiment(self, input_ids, attention_mask):
+        return self.sentiment_logits(dict(input_ids=input_ids, attention_mask=attention_mask))
+
+    def predict_paraphrase(self, input_ids_1, attention_mask_1, input_ids_2, attention_mask_2):
+        return self.paraphrase_logits(dict(input_ids_1=input_ids_1, attention_mask_1=attention_mask_1,
+                                           input_ids_2=input_ids_2, attention_mask_2=attention_mask_2))
+
+    def predict_similarity(self, input_ids_1, attention_mask_1, input_ids_2, attention_mask_2):
+        """Similarity on the 0–5 scale."""
+        scores = self.similarity_scores(dict(input_ids_1=input_ids_1, attention_mask_1=attention_mask_1,
+                                             input_ids_2=input_ids_2, attention_mask_2=attention_mask_2))
+        return (5.0 * scores).clamp(0.0, 5.0)

@@ -1,0 +1,46 @@
+"""Multitask fine-tuning: SST-5 sentiment, Quora paraphrase and STS similarity on one shared encoder.
+
+    python tasks/multitask.py                 # the default run on the embedded all-MiniLM-L6-v2
+    python tasks/multitask.py --use_gpu       # the coursework form
+    python tasks/multitask.py --model bert-base-uncased --tasks sst sts --pcgrad
+
+Writes predictions/{sst,para,sts}-{dev,test}-output.csv, and runs/multitask/{metrics.jsonl,best.pt,last.pt}.
+"""
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from tasks.model import PARA_HEADS, STS_HEADS  # noqa: E402
+from tasks.run import add_task_file_args, base_parser, run, task_files  # noqa: E402
+from tasks.trainer import SAMPLINGS  # noqa: E402
+
+TASKS = ("sst", "para", "sts")
+
+
+def parse_args(argv=None):
+    parser = base_parser(__doc__.splitlines()[0], out_dir="runs/multitask")
+    g = parser.add_argument_group("multitask")
+    g.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="train a subset of the tasks")
+    g.add_argument("--para_head", choices=PARA_HEADS, default="cross")
+    g.add_argument("--sts_head", choices=STS_HEADS, default="cosine")
+    g.add_argument("--sts_loss", choices=("mse", "mse+corr"), default="mse")
+    for name in TASKS:
+        g.add_argument(f"--{name}_batch_size", type=int, default=None, help="default: --batch_size")
+        add_task_file_args(parser, name, name)
+    args = parser.parse_args(argv)
+    assert args.task_sampling in SAMPLINGS
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    files = {name: task_files(args, name, name) for name in args.tasks}
+    batch_sizes = {name: getattr(args, f"{name}_batch_size") for name in args.tasks}
+    return run(args, args.tasks, files, batch_sizes, para_head=args.para_head, sts_head=args.sts_head,
+               sts_loss=args.sts_loss)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""End to end: the CLIs on a tiny random BERT and 32 synthetic examples per file."""
+import csv
+import json
+
+import pytest
+
+from tasks import classifier, multitask
+
+HEADERS = {"sst": "Predicted_Sentiment", "cfimdb": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase",
+           "sts": "Predicted_Similarity"}
+FILES = {"sst": "ids-sst", "cfimdb": "ids-cfimdb", "para": "quora", "sts": "sts"}
+
+
+def _ids(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row["id"] for row in csv.DictReader(f, delimiter="\t")]
+
+
+def _check_predictions(pred_dir, data_dir, task):
+    for split, data_split in (("dev", "dev"), ("test", "test-student")):
+        path = pred_dir / f"{task}-{split}-output.csv"
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        assert rows[0] == ["id", HEADERS[task]]
+        assert [r[0] for r in rows[1:]] == _ids(data_dir / f"{FILES[task]}-{data_split}.csv")
+        values = [float(r[1]) for r in rows[1:]]
+        if task == "para":
+            assert set(values) <= {0.0, 1.0}
+        elif task == "sts":
+            assert all(0.0 <= v <= 5.0 for v in values)
+        else:
+            assert set(values) <= set(range(5 if task == "sst" else 2))
+
+
+@pytest.mark.parametrize("heads", [[], ["--para_head", "siamese", "--sts_head", "cross", "--pcgrad"]],
+                         ids=["default-heads", "other-heads-pcgrad"])
+def test_multitask_cli_writes_all_six_prediction_files(tiny_checkpoint, tiny_data, tmp_path, heads):
+    scores = multitask.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--epochs", "2",
+                             "--batch_size", "8", "--lr", "1e-3", "--out_dir", str(tmp_path / "run"),
+                             "--predictions_dir", str(tmp_path / "pred"), *heads])
+    for task in ("sst", "para", "sts"):
+        _check_predictions(tmp_path / "pred", tiny_data, task)
+    assert set(scores) == {"sst", "para", "sts", "overall"}
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("epoch") for r in records[:2]] == [1, 2] and records[-1]["final"] is True
+    assert records[-1]["dev"]["overall"] == pytest.approx(scores["overall"])
+
+
+def test_classifier_cli_pretrain_and_finetune(tiny_checkpoint, tiny_data, tmp_path):
+    for option in ("pretrain", "finetune"):
+        scores = classifier.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--epochs", "1",
+                                  "--batch_size", "8", "--option", option, "--out_dir", str(tmp_path / "run"),
+                                  "--predictions_dir", str(tmp_path / option)])
+        assert set(scores) == {"sst", "cfimdb"}
+        for task in ("sst", "cfimdb"):
+            _check_predictions(tmp_path / option, tiny_data, task)
+
+
+def test_subset_of_tasks_and_max_examples(tiny_checkpoint, tiny_data, tmp_path):
+    scores = multitask.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--epochs", "1",
+                             "--tasks", "sts", "--max_examples", "10", "--out_dir", str(tmp_path / "run"),
+                             "--predictions_dir", str(tmp_path / "pred")])
+    assert set(scores) == {"sts", "overall"}
+    rows = (tmp_path / "pred" / "sts-dev-output.csv").read_text().splitlines()
+    assert len(rows) == 11
+
+
+def test_bad_flag_value_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        multitask.main(["--para_head", "bilinear"])
+    assert "invalid choice: 'bilinear'" in capsys.readouterr().err

@@ -1,0 +1,151 @@
+"""The shared training loop: schedules, overfitting one batch per task, resume, PCGrad, Child-Tuning flags."""
+import dataclasses
+from collections import Counter
+
+import pytest
+import torch
+
+from minibert import BertModel, Tokenizer
+from tasks.model import MultitaskBert
+from tasks.processors import PROCESSORS
+from tasks.trainer import TrainConfig, Trainer, task_schedule
+from tasks.run import make_evaluator
+
+SIZES = {"sst": 5, "para": 9, "sts": 3}
+
+
+@pytest.mark.parametrize("strategy", ["proportional", "round_robin", "annealed"])
+def test_task_schedule_is_pure_and_covers_the_epoch(strategy):
+    steps = task_schedule(SIZES, strategy, 0, epoch=1, epochs=3, seed=7)
+    assert steps == task_schedule(SIZES, strategy, 0, epoch=1, epochs=3, seed=7)
+    assert sum(len(s) for s in steps) == sum(SIZES.values()) and all(len(s) <= 3 for s in steps)
+    counts = Counter(n for s in steps for n in s)
+    if strategy == "proportional":
+        assert counts == Counter(SIZES)
+    if strategy == "round_robin":
+        assert steps[0] == ["sst", "para", "sts"] and max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_annealed_sampling_flattens_over_epochs():
+    big = {"a": 900, "b": 100}
+    first = Counter(n for s in task_schedule(big, "annealed", 1, 0, 5, 0) for n in s)
+    last = Counter(n for s in task_schedule(big, "annealed", 1, 4, 5, 0) for n in s)
+    assert first["b"] / 1000 == pytest.approx(0.1, abs=0.03)  # α = 1: proportional
+    assert last["b"] / 1000 == pytest.approx(100 ** 0.2 / (100 ** 0.2 + 900 ** 0.2), abs=0.04)  # α = 0.2
+
+
+def _setup(tiny_checkpoint, tiny_data, tasks=("sst", "para", "sts"), n=None, batch_size=8, para_head="cross"):
+    torch.manual_seed(0)
+    tok = Tokenizer.from_pretrained(tiny_checkpoint)
+    encoder = BertModel.from_pretrained(tiny_checkpoint, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = MultitaskBert(encoder, tasks, para_head=para_head)
+    procs = {}
+    for name in tasks:
+        task = PROCESSORS[name]
+        prefix = {"sst": "ids-sst", "para": "quora", "sts": "sts"}[name]
+        procs[name] = task.from_files(name, tok, train=tiny_data / f"{prefix}-train.csv",
+                                      dev=tiny_data / f"{prefix}-dev.csv", max_examples=n, batch_size=batch_size,
+                                      **({"form": para_head} if name == "para" else {}))
+    return model, procs
+
+
+@pytest.mark.parametrize("task", ["sst", "para", "sts"])
+def test_loop_overfits_one_tiny_batch(tiny_checkpoint, tiny_data, tmp_path, task):
+    model, procs = _setup(tiny_checkpoint, tiny_data, (task,), n=8, batch_size=8)
+    config = TrainConfig(epochs=1, lr=1e-3, warmup_ratio=0.0, schedule="constant", weight_decay=0.0,
+                         out_dir=str(tmp_path))
+    trainer = Trainer(model, procs, config, evaluate=lambda m: {"score": 0.0}, show_progress=False)
+    batch = next(procs[task].batches(0))
+
+    class Same:  # the same batch, again and again
+        def __next__(self):
+            return batch
+
+    first = trainer.training_step([task], {task: Same()})[task]
+    for _ in range(150):
+        last = trainer.training_step([task], {task: Same()})[task]
+    assert last <= 0.1 * first, (first, last)
+
+
+def _run(tiny_checkpoint, tiny_data, out_dir, epochs, interrupt_at=None, resume=False, **config):
+    model, procs = _setup(tiny_checkpoint, tiny_data)
+    evaluate = make_evaluator(procs, "cpu")
+    calls = []
+
+    def maybe_interrupt(m):
+        calls.append(1)
+        if interrupt_at is not None and len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return evaluate(m)
+
+    cfg = TrainConfig(epochs=epochs, lr=3e-4, out_dir=str(out_dir), resume=resume, **config)
+    trainer = Trainer(model, procs, cfg, maybe_interrupt, show_progress=False)
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        pass
+    return model, trainer
+
+
+@pytest.mark.parametrize("extra", [{}, {"pcgrad": True, "child_tuning": "F"}], ids=["plain", "pcgrad+childF"])
+def test_resume_continues_to_the_same_result(tiny_checkpoint, tiny_data, tmp_path, extra):
+    straight, t1 = _run(tiny_checkpoint, tiny_data, tmp_path / "a", epochs=3, **extra)
+    _run(tiny_checkpoint, tiny_data, tmp_path / "b", epochs=3, interrupt_at=2, **extra)  # dies in epoch 2's eval
+    resumed, t2 = _run(tiny_checkpoint, tiny_data, tmp_path / "b", epochs=3, resume=True, **extra)
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert [h["dev"] for h in t1.history] == [h["dev"] for h in t2.history][-3:]
+    lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and (tmp_path / "a" / "best.pt").is_file()
+
+
+class _Toy(torch.nn.Module):
+    """A shared 'encoder' (bert.*) and two scalar task losses whose gradients we control."""
+
+    def __init__(self):
+        super().__init__()
+        self.bert = torch.nn.Linear(4, 1, bias=False)
+
+
+class _Proc:
+    def __init__(self, direction):
+        self.direction = torch.tensor(direction)
+
+    def num_batches(self):
+        return 1
+
+    def batches(self, epoch):
+        return iter([{"x": self.direction}])
+
+    def loss(self, model, batch):  # gradient w.r.t. the shared weight is exactly `direction`
+        return (model.bert.weight * batch["x"]).sum()
+
+
+@pytest.mark.parametrize("conflict", [False, True])
+def test_pcgrad_changes_the_update_only_when_tasks_conflict(tmp_path, conflict):
+    procs = {"a": _Proc([1.0, 0.0, 0.0, 0.0]), "b": _Proc([-1.0 if conflict else 1.0, 1.0, 0.0, 0.0])}
+    weights = []
+    for pcgrad in (False, True):
+        torch.manual_seed(0)
+        model = _Toy()
+        cfg = TrainConfig(epochs=1, lr=0.1, warmup_ratio=0.0, schedule="constant", weight_decay=0.0,
+                          max_grad_norm=0.0, pcgrad=pcgrad, out_dir=str(tmp_path / str(pcgrad)))
+        Trainer(model, procs, cfg, lambda m: {"score": 0.0}, show_progress=False).fit()
+        weights.append(model.bert.weight.detach().clone())
+    assert torch.equal(weights[0], weights[1]) != conflict
+
+
+def test_child_tuning_off_is_bit_identical_and_d_freezes_unchosen_weights(tiny_checkpoint, tiny_data, tmp_path):
+    plain, _ = _run(tiny_checkpoint, tiny_data, tmp_path / "plain", epochs=1)
+    off, _ = _run(tiny_checkpoint, tiny_data, tmp_path / "off", epochs=1, child_tuning="none")
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), off.state_dict().values()))
+    model, procs = _setup(tiny_checkpoint, tiny_data)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = TrainConfig(epochs=1, lr=1e-3, weight_decay=0.0, child_tuning="D", child_tuning_p=0.2,
+                      out_dir=str(tmp_path / "d"))
+    trainer = Trainer(model, procs, cfg, lambda m: {"score": 0.0}, show_progress=False)
+    trainer.fit()
+    assert 0.15 < trainer.child.kept_fraction() < 0.25
+    for name, mask in trainer.child.masks.items():
+        moved = model.get_parameter(name).detach() != before[name]
+        assert not (moved & ~mask).any(), f"{name}: a weight outside the Child-Tuning-D mask moved"
