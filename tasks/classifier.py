@@ -3,6 +3,9 @@
     python tasks/classifier.py --option pretrain     # frozen encoder, a linear probe on its embedding
     python tasks/classifier.py --option finetune     # the whole model fine-tuned
     python tasks/classifier.py --tasks cfimdb --use_gpu
+    python tasks/classifier.py --tasks sst --phases dae,contrastive,finetune   # DAE → contrastive → fine-tune
+    python tasks/classifier.py --tasks sst --adversarial                       # contrastive adversarial training
+    python tasks/classifier.py --tasks sst --child_tuning D                    # Child-Tuning-D
 
 Each task is trained on its own (one model each) and writes predictions/{task}-{dev,test}-output.csv.
 """
@@ -31,8 +34,10 @@ def main(argv=None):
     for name in args.tasks:
         args.out_dir = os.path.join(out_dir, f"{name}-{args.option}")
         print(f"=== {name} ({args.option}) ===")
-        results[name] = run(args, [name], {name: task_files(args, name, name)})[name]
-    print("dev accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+        scores = run(args, [name], {name: task_files(args, name, name)})
+        results[name] = scores[name] if "finetune" in args.phases else scores  # without fine-tuning: phase losses
+    if "finetune" in args.phases:
+        print("dev accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
     return results
 
 

@@ -174,7 +174,11 @@ def masked_lm_around(encoder: nn.Module, checkpoint=None) -> BertForMaskedLM:
     """A BertForMaskedLM whose encoder *is* `encoder` (shared), its MLM head read from the checkpoint when it
     has one (bert-base-uncased does; the sentence-transformers MiniLM does not: its head starts at random)."""
     try:
-        model = BertForMaskedLM.from_pretrained(checkpoint)
+        with warnings.catch_warnings(record=True) as caught:  # shown only if the head does load
+            warnings.simplefilter("always")
+            model = BertForMaskedLM.from_pretrained(checkpoint)
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     except CheckpointError:
         warnings.warn(f"checkpoint {checkpoint or 'all-MiniLM-L6-v2'} has no MLM head: the MLM objective starts "
                       "from a randomly initialised head", stacklevel=2)

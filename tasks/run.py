@@ -17,9 +17,11 @@ import torch
 
 from minibert import BertModel, Tokenizer
 
+from .adversarial import add_adversarial_args, adversarial_processors
 from .data import get_task
 from .metrics import format_table, overall_score
 from .model import PARA_HEADS, POOLINGS, STS_HEADS, MultitaskBert
+from .phases import add_phase_args, run_phases, save_encoder
 from .processors import PROCESSORS
 from .trainer import TrainConfig, Trainer, pick_device, seed_everything
 
@@ -61,6 +63,8 @@ def base_parser(description: str, **train_defaults) -> argparse.ArgumentParser:
     g.add_argument("--batch_size", type=int, default=32)
     g.add_argument("--predictions_dir", default=str(REPO / "predictions"))
     add_dataclass_args(parser.add_argument_group("training"), TrainConfig, **train_defaults)
+    add_phase_args(parser)
+    add_adversarial_args(parser)
     return parser
 
 
@@ -119,10 +123,16 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], batch_sizes: O
         sizes = {s: len(p) for s, p in processors[name].splits.items()}
         print(f"{name}: {sizes['train']} train / {sizes['dev']} dev / {sizes['test']} test examples")
 
+    phase_scores = run_phases(args, model, processors, tokenizer, config)  # DAE / contrastive, if asked for
+    if "finetune" not in getattr(args, "phases", ("finetune",)):
+        folder = save_encoder(model.bert, args.model, Path(config.out_dir) / "encoder")
+        print(f"phases {', '.join(args.phases)} done; encoder saved to {folder} (pass it as --model)")
+        return phase_scores
+
     evaluate = make_evaluator(processors, device)
     meta = {"model": args.model, "heads": model.head_config(), "bert_config": encoder.config.to_dict(),
             "argv": sys.argv[1:]}
-    trainer = Trainer(model, processors, config, evaluate, checkpoint_meta=meta)
+    trainer = Trainer(model, adversarial_processors(args, model, processors), config, evaluate, checkpoint_meta=meta)
     history = trainer.fit()
 
     best = torch.load(Path(config.out_dir) / "best.pt", map_location="cpu", weights_only=False)
@@ -145,5 +155,5 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], batch_sizes: O
     print(f"predictions written to {', '.join(sorted({str(Path(f[k]).parent) for f in files.values() for k in ('dev_out', 'test_out')}))}")
     with open(Path(config.out_dir) / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps({"final": True, "best_epoch": best["epoch"], "dev": scores, "wall_seconds": round(wall, 1),
-                            "device": str(device)}) + "\n")
+                            "device": str(device), **({"phases": phase_scores} if phase_scores else {})}) + "\n")
     return scores

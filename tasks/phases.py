@@ -1,0 +1,167 @@
+"""DAE → contrastive → fine-tune (López-Ávila & Suárez-Paniagua 2024) on the one shared training loop.
+
+    python tasks/classifier.py --tasks sst --phases dae,contrastive,finetune     # the three phases, one command
+    python tasks/classifier.py --tasks sst --phases dae                          # one phase alone: writes
+        runs/classifier/sst-finetune/encoder/, a checkpoint folder for the next --model
+
+Each phase before fine-tuning is a `Trainer` run of its own over a wrapper that shares the encoder object with
+the fine-tuning model (the DAE: encoder + decoder; contrastive: encoder + pooling), so fine-tuning starts
+from the weights the phases leave. Each phase keeps its best epoch by dev loss (the paper selects each
+phase's model on the validation set), and writes its metrics.jsonl and checkpoints under
+<out_dir>/phase-<name>/; `--resume` skips a finished phase.
+
+Budget: the phases are extra passes over the same training data (no other data). `--epochs` counts only
+fine-tuning epochs, so "same budget" means the same fine-tuning; `--dae_epochs` and `--contrastive_epochs`
+are reported beside the scores (tasks/ablate.py puts them, and the wall time, in its table).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import shutil
+from pathlib import Path
+from typing import Dict, Tuple
+
+import torch
+
+from minibert import resolve_model_dir
+
+from .contrastive import LOSSES, ContrastiveProcessor
+from .dae import DenoisingAutoencoder, DenoisingProcessor, masked_lm_around
+from .processors import to_device
+from .trainer import TrainConfig, Trainer
+
+PHASES = ("dae", "contrastive", "finetune")
+
+
+def parse_phases(text: str) -> Tuple[str, ...]:
+    """'dae,contrastive,finetune' -> a tuple, checked: known names, each once, in the paper's order."""
+    phases = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown or not phases:
+        raise argparse.ArgumentTypeError(f"phases must be a comma-separated subset of {','.join(PHASES)}, got {text!r}")
+    if list(phases) != sorted(set(phases), key=PHASES.index):
+        raise argparse.ArgumentTypeError(f"phases must appear once each, in the order {' → '.join(PHASES)}; got {text!r}")
+    return phases
+
+
+def add_phase_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("phases before fine-tuning (DAE, contrastive; López-Ávila & Suárez-Paniagua 2024)")
+    g.add_argument("--phases", type=parse_phases, default="finetune",
+                   help="comma-separated, in order: dae,contrastive,finetune (without finetune: save the encoder)")
+    g.add_argument("--phase_lr", type=float, default=3e-5, help="encoder learning rate of both phases (the paper uses one)")
+    g.add_argument("--phase_head_lr", type=float, default=1e-4, help="learning rate of the DAE decoder / MLM head")
+    g.add_argument("--phase_dev_examples", type=int, default=1000, help="dev examples for each phase's dev loss")
+    g.add_argument("--dae_epochs", type=int, default=1)
+    g.add_argument("--dae_objective", choices=("tsdae", "mlm"), default="tsdae",
+                   help="tsdae: delete words, reconstruct from the sentence vector; mlm: masked-language model")
+    g.add_argument("--dae_deletion_ratio", type=float, default=0.6)
+    g.add_argument("--dae_mask_prob", type=float, default=0.15, help="(mlm) share of tokens masked")
+    g.add_argument("--dae_decoder_layers", type=int, default=1)
+    g.add_argument("--dae_decoder_init", choices=("encoder", "random"), default="encoder",
+                   help="start the decoder's layers from the encoder's top layers, or at random")
+    g.add_argument("--contrastive_epochs", type=int, default=1)
+    g.add_argument("--contrastive_loss", choices=LOSSES, default="cosine_mse")
+    g.add_argument("--contrastive_temperature", type=float, default=0.1, help="(supcon) temperature τ")
+    g.add_argument("--imbalance_correction", action=argparse.BooleanOptionalAction, default=True,
+                   help="oversample classes by the paper's log-ratio formula, copies varied by stop-word deletion")
+    g.add_argument("--imbalance_min_ratio", type=float, default=1.5)
+    g.add_argument("--imbalance_max_ratio", type=float, default=4.0)
+    g.add_argument("--stopword_p", type=float, default=0.5, help="chance of deleting each stop word of a copy")
+
+
+# ---- what each phase trains on ----------------------------------------------------------------------------
+
+def _sentences(processor, split: str):
+    for e in processor.splits[split]:
+        yield from ([e.sentence] if hasattr(e, "sentence") else [e.sentence1, e.sentence2])
+
+
+def _labelled(processors: Dict[str, object], split: str):
+    """(sentence, class) of the sentence-classification tasks; a class is task:label when there are several."""
+    names = [n for n, p in processors.items() if p.task.num_classes and not p.task.pair]
+    if not names:
+        raise ValueError(f"the contrastive phase needs a sentence-classification task (sst, cfimdb); got {list(processors)}")
+    return [(e.sentence, e.label if len(names) == 1 else f"{n}:{e.label}") for n in names for e in processors[n].splits[split]]
+
+
+def build_phase(phase: str, args, model, processors: Dict[str, object], tokenizer, seed: int):
+    """(wrapper model sharing model.bert, processor) of one phase."""
+    dev_n = args.phase_dev_examples
+    if phase == "dae":
+        train = [s for p in processors.values() for s in _sentences(p, "train")]
+        dev = [s for p in processors.values() for s in _sentences(p, "dev")][:dev_n]
+        proc = DenoisingProcessor(train, tokenizer, args.dae_objective, args.dae_deletion_ratio, args.dae_mask_prob,
+                                  args.batch_size, args.max_length, seed, dev)
+        if args.dae_objective == "mlm":
+            return masked_lm_around(model.bert, args.model), proc
+        return DenoisingAutoencoder(model.bert, model.pooling, args.dae_decoder_layers,
+                                    init_from_encoder=args.dae_decoder_init == "encoder"), proc
+    if phase == "contrastive":
+        from .model import MultitaskBert  # an encoder with pooling and no heads
+        proc = ContrastiveProcessor(_labelled(processors, "train"), tokenizer, args.contrastive_loss,
+                                    args.contrastive_temperature, args.imbalance_correction, args.imbalance_min_ratio,
+                                    args.imbalance_max_ratio, args.stopword_p, args.batch_size, args.max_length, seed,
+                                    _labelled(processors, "dev")[:dev_n])
+        return MultitaskBert(model.bert, tasks=(), pooling=model.pooling), proc
+    raise ValueError(f"unknown phase {phase!r}")
+
+
+def dev_loss(model, processor, device) -> float:
+    """Mean loss over the phase's dev batches, in eval mode (NaN when there are none)."""
+    was_training, total, count = model.training, 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for batch in processor.dev_batches():
+            total += processor.loss(model, to_device(batch, device)).item()
+            count += 1
+    model.train(was_training)
+    return total / count if count else math.nan
+
+
+# ---- running them -----------------------------------------------------------------------------------------
+
+def run_phases(args, model, processors: Dict[str, object], tokenizer, config: TrainConfig) -> Dict[str, float]:
+    """Train model.bert in place through each phase before fine-tuning. Returns {"<phase>_dev_loss": best}."""
+    results = {}
+    phases = [p for p in getattr(args, "phases", ("finetune",)) if p != "finetune"]
+    frozen = [p for p in model.bert.parameters() if not p.requires_grad]  # --option pretrain freezes for the last phase only
+    for p in frozen:
+        p.requires_grad = True
+    for phase in phases:
+        wrapper, proc = build_phase(phase, args, model, processors, tokenizer, config.seed)
+        out_dir = Path(config.out_dir) / f"phase-{phase}"
+        phase_config = dataclasses.replace(
+            config, epochs=getattr(args, f"{phase}_epochs"), lr=args.phase_lr, head_lr=args.phase_head_lr,
+            out_dir=str(out_dir), task_sampling="proportional", tasks_per_step=0, pcgrad=False, child_tuning="none")
+        print(f"--- phase {phase}: {len(getattr(proc, 'sentences', getattr(proc, 'examples', [])))} training "
+              f"examples, {proc.num_batches()} batches per epoch, {phase_config.epochs} epoch(s)")
+
+        calls = [0]
+
+        def evaluate(m, proc=proc, calls=calls):
+            calls[0] += 1
+            loss = dev_loss(m, proc, next(m.parameters()).device)
+            # without dev examples, the last epoch counts as the best
+            return {"score": -loss if math.isfinite(loss) else float(calls[0]), "dev_loss": loss}
+
+        trainer = Trainer(wrapper, {phase: proc}, phase_config, evaluate)
+        trainer.fit()
+        best = torch.load(out_dir / "best.pt", map_location="cpu", weights_only=False)
+        wrapper.load_state_dict(best["model"])  # the phase's best epoch; model.bert is wrapper.bert
+        results[f"{phase}_dev_loss"] = best["scores"]["dev_loss"]
+    for p in frozen:
+        p.requires_grad = False
+    return results
+
+
+def save_encoder(encoder, source_checkpoint, folder) -> Path:
+    """The encoder as a checkpoint folder (weights + config + the source's tokenizer files) for the next --model."""
+    folder = Path(folder)
+    encoder.save_pretrained(folder)
+    source = resolve_model_dir(source_checkpoint)
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        if (source / name).is_file():
+            shutil.copy(source / name, folder / name)
+    return folder

@@ -1,0 +1,108 @@
+"""Every technique flag end to end through the CLIs, on a tiny random BERT and 16 synthetic examples."""
+import json
+
+import pytest
+import torch
+
+from minibert import BertModel, Tokenizer
+from tasks import classifier, multitask
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _classify(tiny_checkpoint, tiny_data, out, *flags, model=None):
+    return classifier.main(["--model", str(model or tiny_checkpoint), "--data_dir", str(tiny_data), "--tasks", "sst",
+                            "--epochs", "1", "--batch_size", "8", "--max_examples", "16", "--out_dir", str(out),
+                            "--predictions_dir", str(out / "pred"), *flags])
+
+
+def _records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _encoder_state(path):
+    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return {k: v for k, v in state.items() if k.startswith("bert.")}
+
+
+FLAGS = {
+    "dae": ["--phases", "dae,finetune"],
+    "mlm": ["--phases", "dae,finetune", "--dae_objective", "mlm"],
+    "contrastive": ["--phases", "contrastive,finetune"],
+    "supcon": ["--phases", "contrastive,finetune", "--contrastive_loss", "supcon", "--no-imbalance_correction"],
+    "3phase": ["--phases", "dae,contrastive,finetune", "--dae_decoder_layers", "2"],
+    "adversarial": ["--adversarial"],
+    "child_f": ["--child_tuning", "F"],
+    "child_d": ["--child_tuning", "D", "--child_tuning_fisher_batches", "2"],
+}
+
+
+@pytest.mark.filterwarnings("ignore:checkpoint .* has no MLM head")
+@pytest.mark.parametrize("name", list(FLAGS))
+def test_each_flag_runs_end_to_end(tiny_checkpoint, tiny_data, tmp_path, name):
+    scores = _classify(tiny_checkpoint, tiny_data, tmp_path, *FLAGS[name])
+    run = tmp_path / "sst-finetune"
+    final = _records(run / "metrics.jsonl")[-1]
+    assert final["final"] and final["dev"]["sst"] == pytest.approx(scores["sst"]) and 0 <= scores["sst"] <= 1
+    assert len((tmp_path / "pred" / "sst-dev-output.csv").read_text().splitlines()) == 17
+    phases = [p for p in ("dae", "contrastive") if p in FLAGS[name][1]] if FLAGS[name][0] == "--phases" else []
+    start = {"bert." + k: v for k, v in BertModel.from_pretrained(tiny_checkpoint).state_dict().items()}
+    for phase in phases:  # each phase trained the encoder and recorded a dev loss
+        assert final["phases"][f"{phase}_dev_loss"] > 0
+        after = _encoder_state(run / f"phase-{phase}" / "best.pt")
+        assert any(not torch.equal(after[k], start[k]) for k in after)
+    best = torch.load(run / "best.pt", map_location="cpu", weights_only=False)
+    assert any(k.startswith("heads.cat_sst.") for k in best["model"]) == (name == "adversarial")
+    assert best["config"]["child_tuning"] == {"child_f": "F", "child_d": "D"}.get(name, "none")
+
+
+def test_each_phase_alone_hands_its_encoder_to_the_next(tiny_checkpoint, tiny_data, tmp_path):
+    dae = _classify(tiny_checkpoint, tiny_data, tmp_path / "a", "--phases", "dae")
+    assert dae["sst"]["dae_dev_loss"] > 0
+    first = tmp_path / "a" / "sst-finetune" / "encoder"
+    assert Tokenizer.from_pretrained(first).vocab_size == Tokenizer.from_pretrained(tiny_checkpoint).vocab_size
+    _classify(tiny_checkpoint, tiny_data, tmp_path / "b", "--phases", "contrastive", model=first)
+    second = tmp_path / "b" / "sst-finetune" / "encoder"
+    w0, w1, w2 = (BertModel.from_pretrained(p).layers[0].ffn.up.weight for p in (tiny_checkpoint, first, second))
+    assert not torch.equal(w0, w1) and not torch.equal(w1, w2)
+    scores = _classify(tiny_checkpoint, tiny_data, tmp_path / "c", model=second)
+    assert 0 <= scores["sst"] <= 1
+
+
+def test_phases_then_a_frozen_encoder_probe(tiny_checkpoint, tiny_data, tmp_path):
+    """--option pretrain: the phases train the encoder, fine-tuning then trains the head only."""
+    _classify(tiny_checkpoint, tiny_data, tmp_path, "--phases", "contrastive,finetune", "--option", "pretrain")
+    run = tmp_path / "sst-pretrain"
+    after_phase, final = _encoder_state(run / "phase-contrastive" / "best.pt"), _encoder_state(run / "best.pt")
+    assert all(torch.equal(final[k], after_phase[k]) for k in final)
+
+
+@pytest.mark.filterwarnings("ignore:.*no checkpoint at")
+def test_resume_skips_finished_phases(tiny_checkpoint, tiny_data, tmp_path):
+    flags = ["--phases", "dae,contrastive,finetune", "--resume"]
+    first = _classify(tiny_checkpoint, tiny_data, tmp_path, *flags)
+    again = _classify(tiny_checkpoint, tiny_data, tmp_path, *flags)
+    assert again == first
+    for phase in ("dae", "contrastive"):
+        assert len(_records(tmp_path / "sst-finetune" / f"phase-{phase}" / "metrics.jsonl")) == 1
+
+
+def test_multitask_adversarial_with_siamese_heads(tiny_checkpoint, tiny_data, tmp_path):
+    scores = multitask.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--epochs", "1",
+                             "--batch_size", "8", "--max_examples", "16", "--tasks", "para", "sts", "--para_head",
+                             "siamese", "--adversarial", "--out_dir", str(tmp_path / "run"),
+                             "--predictions_dir", str(tmp_path / "pred")])
+    assert set(scores) == {"para", "sts", "overall"}
+
+
+@pytest.mark.parametrize("value, message", [("contrastive,dae", "in the order"), ("dae,pretrain", "subset")])
+def test_bad_phases_are_a_clear_error(capsys, value, message):
+    with pytest.raises(SystemExit):
+        classifier.parse_args(["--phases", value])
+    assert message in capsys.readouterr().err
