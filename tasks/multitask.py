@@ -20,7 +20,7 @@ TASKS = ("sst", "para", "sts")
 
 
 def parse_args(argv=None):
-    parser = base_parser(__doc__.splitlines()[0], out_dir="runs/multitask")
+    parser = base_parser(__doc__.splitlines()[0], out_dir="runs/multitask", epochs=3, lr=1e-4, head_lr=1e-3)
     g = parser.add_argument_group("multitask")
     g.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="train a subset of the tasks")
     g.add_argument("--para_head", choices=PARA_HEADS, default="cross")

@@ -164,8 +164,8 @@ class Trainer:
             return self.processors[name].loss(self.model, to_device(batch, self.device)).float()
 
     def training_step(self, names: List[str], streams: Dict[str, _Cycle]) -> Dict[str, float]:
-        """Forward and backward the step's batches, then clip and update. Returns each task's loss."""
-        losses: Dict[str, torch.Tensor] = {}
+        """Forward and backward the step's batches, then clip and update. Returns each task's mean batch loss."""
+        losses: Dict[str, torch.Tensor] = {}  # per task: the sum over its batches in this step
         for name in names:
             loss = self._loss(name, next(streams[name]))
             if self.surgery is None:
@@ -181,7 +181,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {name: loss.item() for name, loss in losses.items()}
+        return {name: loss.item() / names.count(name) for name, loss in losses.items()}
 
     # ---- checkpoints -----------------------------------------------------------------------------------------
     def _state(self, epoch: int) -> dict:
