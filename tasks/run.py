@@ -40,7 +40,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, **defaults) -> None
             continue
         if typing.get_origin(kind) is typing.Union:  # Optional[X]
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        parser.add_argument(f"--{field.name}", type=kind, default=default, help=f"(default: {default})")
+        parser.add_argument(f"--{field.name}", type=kind, default=default)
 
 
 def dataclass_from_args(cls, args: argparse.Namespace):
