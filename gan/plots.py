@@ -1,0 +1,105 @@
+"""The three pictures of issue #5, with matplotlib's file-only Agg backend (no display needed).
+
+- `plot_curves`: one run's dev accuracy and the two players' losses per epoch, from its metrics.jsonl;
+- `plot_study`: dev accuracy against the labelled fraction, one line per method, a panel per amount of
+  unlabelled data, mean ± standard deviation over seeds;
+- `plot_embeddings`: real and generated embeddings on the real ones' first two principal axes, by class.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+METHOD_STYLE = {"plain": ("plain classifier", "tab:gray", "o"), "ganbert": ("GAN-BERT", "tab:blue", "s"),
+                "acganbert": ("AC-GAN-BERT", "tab:red", "^")}
+
+CLASS_COLORS = {2: ["#2166ac", "#b2182b"], 3: ["#2166ac", "#4d4d4d", "#b2182b"],  # diverging, as sentiment is
+                5: ["#2166ac", "#67a9cf", "#4d4d4d", "#ef8a62", "#b2182b"]}
+
+
+def read_jsonl(path) -> List[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_curves(metrics_path, png_path) -> Path:
+    records = [r for r in read_jsonl(metrics_path) if "epoch" in r]
+    epochs = [r["epoch"] for r in records]
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax_acc.plot(epochs, [r["dev"]["score"] for r in records], "o-")
+    ax_acc.set(xlabel="epoch", ylabel="dev accuracy", title="dev accuracy")
+    for key in ("d", "g", "d_sup", "aux"):
+        if records and key in records[0]["train_loss"]:
+            ax_loss.plot(epochs, [r["train_loss"][key] for r in records], "o-", label=key)
+    ax_loss.set(xlabel="epoch", ylabel="mean training loss", title="losses")
+    ax_loss.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    return Path(png_path)
+
+
+def plot_study(rows: Sequence[Dict], png_path, title: str = "") -> Path:
+    """rows: dicts with method, labeled_fraction, unlabeled_fraction, dev_accuracy (one per seed).
+
+    A cell at labelled fraction 1 has no unlabelled data, so it is drawn in every panel.
+    """
+    panels = sorted({float(r["unlabeled_fraction"]) for r in rows if float(r["labeled_fraction"]) < 1}) or [0.0]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), sharey=True, squeeze=False)
+    for ax, u in zip(axes[0], panels):
+        groups: Dict[str, Dict[float, List[float]]] = defaultdict(lambda: defaultdict(list))
+        for r in rows:
+            f = float(r["labeled_fraction"])
+            if f >= 1 or float(r["unlabeled_fraction"]) == u:
+                groups[r["method"]][f].append(float(r["dev_accuracy"]))
+        for method in [m for m in METHOD_STYLE if m in groups] + [m for m in groups if m not in METHOD_STYLE]:
+            label, color, marker = METHOD_STYLE.get(method, (method, None, "o"))
+            xs = sorted(groups[method])
+            mean = np.array([np.mean(groups[method][x]) for x in xs])
+            std = np.array([np.std(groups[method][x]) for x in xs])
+            seeds = max(len(groups[method][x]) for x in xs)
+            ax.plot(xs, mean, marker=marker, color=color, label=f"{label} (n={seeds})")
+            ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.15)
+        ax.set_xscale("log")
+        ticks = sorted({float(r["labeled_fraction"]) for r in rows})
+        ax.set_xticks(ticks, [f"{t:.0%}" if t >= 0.01 else f"{t:.1%}" for t in ticks])
+        ax.minorticks_off()
+        ax.set(xlabel="labelled fraction of the training set", title=f"unlabelled: {u:.0%} of the rest")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="lower right")
+    axes[0][0].set_ylabel("dev accuracy (mean ± std over seeds)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    return Path(png_path)
+
+
+def plot_embeddings(real_xy: np.ndarray, real_labels: np.ndarray, fake_xy: np.ndarray, fake_labels: np.ndarray,
+                    class_names: Sequence[str], png_path, title: str = "") -> Path:
+    """Two panels on the same axes: real embeddings by gold class, generated ones by conditioning class."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharex=True, sharey=True)
+    colors = CLASS_COLORS.get(len(class_names)) or plt.get_cmap("tab10").colors
+    for ax, xy, labels, what in ((axes[0], real_xy, real_labels, "real (dev), by gold label"),
+                                 (axes[1], fake_xy, fake_labels, "generated, by conditioning label")):
+        for c, name in enumerate(class_names):
+            pts = xy[labels == c]
+            ax.scatter(pts[:, 0], pts[:, 1], s=8, alpha=0.6, color=colors[c], label=name)
+        ax.set(title=what, xlabel="PC 1 (of the real embeddings)")
+        ax.legend(markerscale=2, fontsize=8)
+    axes[0].set_ylabel("PC 2")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    return Path(png_path)

@@ -1,0 +1,149 @@
+"""Semi-supervised sentiment classification with GAN-BERT or AC-GAN-BERT, on SST-5 and/or CFIMDB.
+
+    python gan/train.py --use_gpu                                          # AC-GAN-BERT, SST-5, 10% labelled
+    python gan/train.py --method ganbert --labeled_fraction 0.01 --unlabeled_fraction 0.5
+    python gan/train.py --method plain --tasks sst cfimdb                  # the baseline, same budget
+
+Methods: plain (the encoder + D's classifier on the labelled rows only), ganbert, acganbert.
+`--labeled_fraction` of each class keeps its labels; `--unlabeled_fraction` of the rest joins unlabelled.
+Each run writes predictions/gan/{task}-{dev,test}-output.csv and, under --out_dir/{task}-{method},
+metrics.jsonl (per epoch: dev accuracy and every loss term; then the final scores), curves.png,
+best.pt and last.pt (for --resume). The loop is the shared one (tasks/trainer.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+
+from minibert import BertConfig, BertModel, Tokenizer  # noqa: E402
+from tasks.data import get_task  # noqa: E402
+from tasks.run import (REPO, add_dataclass_args, add_task_file_args, base_parser, dataclass_from_args,  # noqa: E402
+                       make_evaluator, task_files)
+from tasks.trainer import TrainConfig, pick_device, seed_everything  # noqa: E402
+
+from gan.data import semi_supervised  # noqa: E402
+from gan.model import GanBert, GanConfig  # noqa: E402
+from gan.plots import plot_curves  # noqa: E402
+from gan.trainer import GanTrainer  # noqa: E402
+
+TASKS = ("sst", "cfimdb")
+
+
+def build_parser():
+    parser = base_parser(__doc__.splitlines()[0], out_dir="runs/gan", epochs=3, lr=5e-5)
+    parser.set_defaults(predictions_dir=str(REPO / "predictions" / "gan"))
+    g = parser.add_argument_group("semi-supervised data")
+    g.add_argument("--tasks", nargs="+", choices=TASKS, default=["sst"])
+    g.add_argument("--labeled_fraction", type=float, default=0.1, help="share of each class that keeps its labels")
+    g.add_argument("--unlabeled_fraction", type=float, default=1.0,
+                   help="share of the remaining rows that joins training without labels")
+    g.add_argument("--replicate", default="auto",
+                   help="times each labelled row is repeated; auto: GAN-BERT's max(1, log2(1 / labelled share))")
+    add_dataclass_args(parser.add_argument_group("GAN (method: plain | ganbert | acganbert)"), GanConfig)
+    for name in TASKS:
+        add_task_file_args(parser, name, name)
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        dataclass_from_args(GanConfig, args)
+        dataclass_from_args(TrainConfig, args)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.replicate != "auto" and not (args.replicate.isdigit() and int(args.replicate) >= 1):
+        parser.error(f"--replicate must be 'auto' or an integer >= 1, got {args.replicate!r}")
+    for name in ("labeled_fraction", "unlabeled_fraction"):
+        value, low_ok = getattr(args, name), name == "unlabeled_fraction"
+        if not ((0 <= value if low_ok else 0 < value) and value <= 1):
+            parser.error(f"--{name} must be in {'[0, 1]' if low_ok else '(0, 1]'}, got {value}")
+    return args
+
+
+def build_model(meta: dict) -> GanBert:
+    """A GanBert with random weights shaped as a checkpoint's meta says (then load_state_dict)."""
+    encoder = BertModel(BertConfig.from_dict(meta["bert_config"]))
+    return GanBert(encoder, meta["num_labels"], GanConfig(**meta["gan"]), pooling=meta["pooling"])
+
+
+def load_checkpoint(path):
+    """(model, meta) from a best.pt or last.pt written by this CLI."""
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds the meta dict
+    model = build_model(state["meta"])
+    model.load_state_dict(state["model"])
+    return model, state["meta"]
+
+
+def run_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
+    """Train one model on one task, reload its best epoch, write predictions; returns its scores and data sizes."""
+    started = time.time()
+    config = dataclass_from_args(TrainConfig, args)
+    gan = dataclass_from_args(GanConfig, args)
+    seed_everything(config.seed)
+    device = pick_device(config.use_gpu)
+    tokenizer = Tokenizer.from_pretrained(args.model)
+    encoder = BertModel.from_pretrained(args.model, hidden_dropout_prob=args.hidden_dropout_prob)
+    num_labels = get_task(task).num_classes
+    model = GanBert(encoder, num_labels, gan, pooling=args.pooling)
+    if args.option == "pretrain":
+        for p in model.encoder.parameters():
+            p.requires_grad = False
+    proc = semi_supervised(task, tokenizer, files, args.labeled_fraction, args.unlabeled_fraction, gan.method,
+                           args.replicate, config.seed, args.max_examples, args.batch_size, args.max_length)
+    s = proc.stats
+    print(f"{task} ({gan.method}): {s['labeled']} labelled (x{s['replicate']}) + {s['unlabeled']} unlabelled train rows, "
+          f"{s['steps_per_epoch']} steps per epoch; {len(proc.splits['dev'])} dev / {len(proc.splits['test'])} test")
+
+    meta = {"model": args.model, "task": task, "num_labels": num_labels, "pooling": args.pooling,
+            "gan": dataclasses.asdict(gan), "bert_config": encoder.config.to_dict(), "data": s,
+            "labeled_fraction": args.labeled_fraction, "unlabeled_fraction": args.unlabeled_fraction,
+            "seed": config.seed, "argv": sys.argv[1:]}
+    trainer = GanTrainer(model, {task: proc}, config, make_evaluator({task: proc}, device), meta, show_progress)
+    history = trainer.fit()
+
+    out_dir = Path(config.out_dir)
+    best = torch.load(out_dir / "best.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(best["model"])
+    model.to(device)
+    scores = {}
+    for split in ("dev", "test"):
+        if proc.splits[split]:
+            preds = proc.predict(model, split, device)
+            proc.write(files[f"{split}_out"], preds, split)
+            if split == "dev":
+                scores["dev_accuracy"] = proc.score(preds, "dev")
+    wall = time.time() - started
+    result = {**scores, "best_epoch": best["epoch"], "epochs": len(history), **s, "wall_seconds": round(wall, 1)}
+    with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"final": True, "dev": {task: scores.get("dev_accuracy")}, **result,
+                            "device": str(device)}) + "\n")
+    plot_curves(out_dir / "metrics.jsonl", out_dir / "curves.png")
+    print(f"best epoch {best['epoch']} of {len(history)}, dev accuracy {scores.get('dev_accuracy', float('nan')):.4f} "
+          f"({wall / 60:.1f} min)")
+    return result
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results, out_dir = {}, args.out_dir
+    for name in args.tasks:
+        args.out_dir = os.path.join(out_dir, f"{name}-{args.method}")
+        print(f"=== {name} ({args.method}, {args.labeled_fraction:.0%} labelled) ===")
+        results[name] = run_gan(args, name, task_files(args, name, name))
+    print("dev accuracy: " + ", ".join(f"{k} {v.get('dev_accuracy', float('nan')):.4f}" for k, v in results.items()))
+    return results
+
+
+if __name__ == "__main__":
+    main()
