@@ -1,0 +1,77 @@
+"""The ablation runner: technique combinations, the summary statistics, the written tables and chart, and
+--resume skipping finished cells, on a tiny random BERT."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tasks import ablate
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_techniques_combine_and_conflicts_are_errors():
+    phases, flags, what = ablate.technique_args("dae+cat+child_d")
+    assert phases == ("dae",) and flags == ("--adversarial", "--child_tuning", "D") and "+" in what
+    assert ablate.technique_args("contrastive+dae")[0] == ("dae", "contrastive")  # the paper's order
+    for bad in ("child_f+child_d", "dae+mlm", "dropout"):
+        with pytest.raises(ValueError):
+            ablate.technique_args(bad)
+
+
+def test_summary_is_mean_and_sample_sd_against_plain():
+    rng = np.random.default_rng(0)
+    records = [{"technique": t, "seed": s, "score": float(rng.random()), "wall_seconds": 10.0 + s,
+                "extra_epochs": 1 if t == "dae" else 0} for t in ("plain", "dae") for s in range(4)]
+    rows = {r["technique"]: r for r in ablate.summarize(records, ["plain", "dae", "cat"])}
+    assert set(rows) == {"plain", "dae"}  # no cells, no row
+    plain = [r["score"] for r in records[:4]]
+    dae = [r["score"] for r in records[4:]]
+    assert rows["dae"]["mean"] == pytest.approx(np.mean(dae)) and rows["dae"]["sd"] == pytest.approx(np.std(dae, ddof=1))
+    assert rows["dae"]["delta"] == pytest.approx(np.mean(dae) - np.mean(plain)) and rows["plain"]["delta"] == 0.0
+    assert rows["dae"]["n"] == 4 and rows["dae"]["wall_seconds"] == pytest.approx(11.5)
+
+
+def test_fewer_than_three_seeds_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        ablate.parse_args(["--seeds", "1", "2"])
+    assert "at least 3" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:.*no checkpoint at")
+def test_grid_writes_tables_and_resume_skips_finished_cells(tiny_checkpoint, tiny_data, tmp_path):
+    out = tmp_path / "ablate"
+    base = ["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--task", "sst", "--seeds", "1", "2", "3",
+            "--epochs", "1", "--batch_size", "8", "--max_examples", "16", "--out_dir", str(out)]
+    ablate.main(base + ["--techniques", "plain", "dae", "child_f"])
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["technique"], r["seed"]) for r in records) == sorted(
+        (t, s) for t in ("plain", "dae", "child_f") for s in (1, 2, 3))
+    assert {r["technique"]: r["extra_epochs"] for r in records} == {"plain": 0, "dae": 1, "child_f": 0}
+    with open(out / "table.csv", newline="") as f:
+        table = {row["technique"]: row for row in csv.DictReader(f)}
+    for name, row in table.items():
+        scores = [r["score"] for r in records if r["technique"] == name]
+        assert float(row["mean_accuracy"]) == pytest.approx(np.mean(scores), abs=1e-6)
+        assert float(row["sd_accuracy"]) == pytest.approx(np.std(scores, ddof=1), abs=1e-6)
+    md = (out / "table.md").read_text()
+    assert all(f"| {name} |" in md for name in table) and "±" in md and "python tasks/ablate.py" in md
+    assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.rglob("*.pt"))  # checkpoints are removed once a cell is done
+
+    with pytest.raises(SystemExit, match="--resume"):
+        ablate.main(base + ["--techniques", "plain"])
+    ablate.main(base + ["--techniques", "plain", "dae", "child_f", "cat", "--resume"])
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines[:9]] == records  # finished cells untouched, not rerun
+    assert sorted(json.loads(line)["technique"] for line in lines[9:]) == ["cat"] * 3
+    with pytest.raises(SystemExit, match="budget"):
+        ablate.main([*base[:-2], "--lr", "1e-3", "--out_dir", str(out), "--resume"])
