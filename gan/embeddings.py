@@ -37,6 +37,7 @@ from tasks.processors import to_device  # noqa: E402
 from tasks.run import task_files  # noqa: E402
 from tasks.trainer import pick_device  # noqa: E402
 
+PASSTHROUGH = "Any other flag goes to every run of gan/train.py (see python gan/train.py --help)."
 COLUMNS = ["task", "labeled_fraction", "seed", "dev_accuracy", "probe_real_dev", "probe_generated", "chance",
            "spread_ratio", "png", "checkpoint"]
 CLASS_NAMES = {"sst": ["0 very neg.", "1 negative", "2 neutral", "3 positive", "4 very pos."],
@@ -44,13 +45,13 @@ CLASS_NAMES = {"sst": ["0 very neg.", "1 negative", "2 neutral", "3 positive", "
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=PASSTHROUGH,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="a best.pt of gan/train.py (acganbert); else train one per cell")
     p.add_argument("--task", choices=train.TASKS, default="sst")
     p.add_argument("--fractions", nargs="+", type=float, default=[0.1], help="labelled fractions to train at")
-    p.add_argument("--seeds", nargs="+", type=int, default=[1])
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--seeds", nargs="+", type=int, default=[1], help="one model per seed")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per model")
     p.add_argument("--max_examples", type=int, default=None, help="first N rows of each file")
     p.add_argument("--per_class", type=int, default=200, help="generated embeddings per class")
     p.add_argument("--out_dir", default="runs/gan_embeddings")

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 METHOD_STYLE = {"plain": ("plain classifier", "tab:gray", "o"), "ganbert": ("GAN-BERT", "tab:blue", "s"),
@@ -41,6 +42,8 @@ def plot_curves(metrics_path, png_path) -> Path:
             ax_loss.plot(epochs, [r["train_loss"][key] for r in records], "o-", label=key)
     ax_loss.set(xlabel="epoch", ylabel="mean training loss", title="losses")
     ax_loss.legend()
+    for ax in (ax_acc, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(png_path, dpi=120)
     plt.close(fig)

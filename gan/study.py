@@ -33,13 +33,14 @@ from gan.losses import VARIANTS  # noqa: E402
 from gan.plots import plot_study  # noqa: E402
 from tasks.run import task_files  # noqa: E402
 
+PASSTHROUGH = "Any other flag goes to every run of gan/train.py (see python gan/train.py --help)."
 COLUMNS = ["task", "method", "labeled_fraction", "unlabeled_fraction", "seed", "labeled", "unlabeled", "replicate",
            "steps_per_epoch", "epochs", "best_epoch", "dev_accuracy", "wall_seconds"]
 KEY = ("task", "method", "labeled_fraction", "unlabeled_fraction", "seed")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=PASSTHROUGH,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", choices=train.TASKS, default="sst")
     p.add_argument("--methods", nargs="+", choices=VARIANTS, default=list(VARIANTS))
@@ -47,8 +48,8 @@ def parse_args(argv=None):
                    help="labelled fractions")
     p.add_argument("--unlabeled", nargs="+", type=float, default=[0.1, 1.0],
                    help="unlabelled fractions (of the rows left unlabelled), one panel each")
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2], help="one run per seed (data split and init)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per run")
     p.add_argument("--max_examples", type=int, default=None, help="first N rows of each file (quick grids)")
     p.add_argument("--out_dir", default="runs/gan_study")
     p.add_argument("--resume", action="store_true", help="skip the cells already in results.csv")

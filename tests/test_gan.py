@@ -184,7 +184,9 @@ def test_each_loss_reaches_only_its_own_player(method, tmp_path):
     terms = model.losses(batch)
     terms["g"].backward(retain_graph=True)
     terms["d"].backward()
-    assert not all(torch.allclose(a, p.grad) for a, p in zip(ours, gen))
+    assert not all(torch.allclose(a, p.grad) for a, p in zip(ours, gen)), "control: D's loss should leak into G"
+    assert not all(a is None or torch.allclose(a, p.grad) for a, p in zip(d_side, encoder + disc)), \
+        "control: G's loss should leak into D and the encoder"
 
 
 def test_each_optimizer_holds_exactly_one_player(tmp_path):
