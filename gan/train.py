@@ -54,6 +54,15 @@ def build_parser():
     return parser
 
 
+def used_flags() -> set:
+    """The flags run_gan reads; base_parser also carries the tasks CLIs' techniques, which it does not."""
+    unsupported = {"pcgrad", "child_tuning", "child_tuning_p", "child_tuning_fisher_batches"}
+    files = {f"{t}_{s}" for t in TASKS for s in ("train", "dev", "test", "dev_out", "test_out")}
+    return ({f.name for f in dataclasses.fields(TrainConfig)} - unsupported | {f.name for f in dataclasses.fields(GanConfig)}
+            | files | {"model", "option", "hidden_dropout_prob", "pooling", "max_length", "data_dir", "max_examples",
+                       "batch_size", "predictions_dir", "tasks", "labeled_fraction", "unlabeled_fraction", "replicate"})
+
+
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -64,6 +73,11 @@ def parse_args(argv=None):
         parser.error(str(err))
     if args.replicate != "auto" and not (args.replicate.isdigit() and int(args.replicate) >= 1):
         parser.error(f"--replicate must be 'auto' or an integer >= 1, got {args.replicate!r}")
+    defaults = vars(parser.parse_args([]))
+    ignored = [f"--{k}" for k, v in vars(args).items() if k not in used_flags() and v != defaults.get(k)]
+    if ignored:
+        parser.error(f"{', '.join(ignored)}: not used by gan/train.py (a technique of the tasks CLIs, "
+                     "or one the GAN's two-player step does not combine with)")
     for name in ("labeled_fraction", "unlabeled_fraction"):
         value, low_ok = getattr(args, name), name == "unlabeled_fraction"
         if not ((0 <= value if low_ok else 0 < value) and value <= 1):

@@ -103,7 +103,8 @@ def test_embeddings_cli_prints_probe_accuracy_against_chance(tiny_checkpoint, ti
 
 @pytest.mark.parametrize("argv,message", [(["--labeled_fraction", "0"], "--labeled_fraction"),
                                           (["--method", "wgan"], "method"),
-                                          (["--replicate", "two"], "--replicate")])
+                                          (["--replicate", "two"], "--replicate"),
+                                          (["--pcgrad"], "--pcgrad: not used by gan/train.py")])
 def test_bad_flag_values_are_clear_errors(argv, message, capsys):
     with pytest.raises(SystemExit):
         train.parse_args(argv)
