@@ -77,7 +77,7 @@ def plot_study(rows: Sequence[Dict], png_path, title: str = "") -> Path:
         ax.minorticks_off()
         ax.set(xlabel="labelled fraction of the training set", title=f"unlabelled: {u:.0%} of the rest")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="best")
     axes[0][0].set_ylabel("dev accuracy (mean ± std over seeds)")
     if title:
         fig.suptitle(title)

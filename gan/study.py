@@ -56,10 +56,10 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true", help="start over, discarding an existing results.csv")
     p.add_argument("--keep_checkpoints", action="store_true", help="keep each cell's best.pt and last.pt")
     args, passthrough = p.parse_known_args(argv)
-    for name, values, low, high in (("--fractions", args.fractions, 0.0, 1.0), ("--unlabeled", args.unlabeled, 0.0, 1.0)):
-        bad = [v for v in values if not (low < v <= high if name == "--fractions" else low <= v <= high)]
-        if bad:
-            p.error(f"{name} values must be in {'(0, 1]' if name == '--fractions' else '[0, 1]'}, got {bad}")
+    if any(not 0 < f <= 1 for f in args.fractions):
+        p.error(f"--fractions must be in (0, 1], got {args.fractions}")
+    if any(not 0 <= u <= 1 for u in args.unlabeled):
+        p.error(f"--unlabeled must be in [0, 1], got {args.unlabeled}")
     try:  # fail now, not an hour in, on a bad pass-through flag
         train.parse_args(cell_argv(args, passthrough, VARIANTS[0], 1.0, 1.0, 0, Path(args.out_dir)))
     except SystemExit:

@@ -78,10 +78,10 @@ def parse_args(argv=None):
     if ignored:
         parser.error(f"{', '.join(ignored)}: not used by gan/train.py (a technique of the tasks CLIs, "
                      "or one the GAN's two-player step does not combine with)")
-    for name in ("labeled_fraction", "unlabeled_fraction"):
-        value, low_ok = getattr(args, name), name == "unlabeled_fraction"
-        if not ((0 <= value if low_ok else 0 < value) and value <= 1):
-            parser.error(f"--{name} must be in {'[0, 1]' if low_ok else '(0, 1]'}, got {value}")
+    if not 0 < args.labeled_fraction <= 1:
+        parser.error(f"--labeled_fraction must be in (0, 1], got {args.labeled_fraction}")
+    if not 0 <= args.unlabeled_fraction <= 1:
+        parser.error(f"--unlabeled_fraction must be in [0, 1], got {args.unlabeled_fraction}")
     return args
 
 
