@@ -128,7 +128,8 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs, the same for every technique")
     p.add_argument("--max_examples", type=int, default=None, help="first N examples of each split (quick runs)")
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--lr", type=float, default=1e-4, help="encoder learning rate (as tasks/multitask.py)")
+    p.add_argument("--head_lr", type=float, default=1e-3, help="heads' learning rate (as tasks/multitask.py)")
     p.add_argument("--dae_epochs", type=int, default=1)
     p.add_argument("--contrastive_epochs", type=int, default=1)
     p.add_argument("--use_gpu", action="store_true")
@@ -145,12 +146,15 @@ def parse_args(argv=None):
 
 
 def cell_argv(args, technique: str, seed: int, cell_dir: Path) -> List[str]:
+    """The classifier flags of one cell: the shared budget, the seed, then the technique's own flags."""
     phases, flags, _ = technique_args(technique)
-    argv = ["--tasks", args.task, "--data_dir", args.data_dir, "--epochs", str(args.epochs), "--batch_size",
-            str(args.batch_size), "--lr", str(args.lr), "--seed", str(seed), "--out_dir", str(cell_dir),
-            "--predictions_dir", str(cell_dir / "predictions"), "--phases", ",".join(phases + ("finetune",)),
+    argv = ["--tasks", args.task, "--data_dir", args.data_dir, "--epochs", str(args.epochs),
+            "--batch_size", str(args.batch_size), "--lr", str(args.lr), "--head_lr", str(args.head_lr),
+            "--seed", str(seed), "--out_dir", str(cell_dir), "--predictions_dir", str(cell_dir / "predictions"),
+            "--no-predict_test", "--phases", ",".join(phases + ("finetune",)),
             "--dae_epochs", str(args.dae_epochs), "--contrastive_epochs", str(args.contrastive_epochs)]
-    argv += (["--model", args.model] if args.model else []) + (["--max_examples", str(args.max_examples)] if args.max_examples else [])
+    argv += ["--model", args.model] if args.model else []
+    argv += ["--max_examples", str(args.max_examples)] if args.max_examples else []
     argv += (["--use_gpu"] if args.use_gpu else []) + (["--resume"] if args.resume else [])
     return argv + shlex.split(args.extra) + list(flags)
 
@@ -161,7 +165,7 @@ def main(argv=None):
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results_file = out_dir / "results.jsonl"
-    budget = {k: getattr(args, k) for k in ("task", "model", "epochs", "max_examples", "batch_size", "lr",
+    budget = {k: getattr(args, k) for k in ("task", "model", "epochs", "max_examples", "batch_size", "lr", "head_lr",
                                             "dae_epochs", "contrastive_epochs", "extra")}
     records = [json.loads(line) for line in results_file.read_text().splitlines()] if results_file.is_file() else []
     if records and not args.resume:

@@ -62,6 +62,8 @@ def base_parser(description: str, **train_defaults) -> argparse.ArgumentParser:
     g.add_argument("--max_examples", type=int, default=None, help="use the first N examples of each file (quick runs)")
     g.add_argument("--batch_size", type=int, default=32)
     g.add_argument("--predictions_dir", default=str(REPO / "predictions"))
+    g.add_argument("--predict_test", action=argparse.BooleanOptionalAction, default=True,
+                   help="also predict the unlabelled test split (--no-predict_test: dev only, e.g. for ablations)")
     add_dataclass_args(parser.add_argument_group("training"), TrainConfig, **train_defaults)
     add_phase_args(parser)
     add_adversarial_args(parser)
@@ -117,7 +119,8 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], batch_sizes: O
         extra = {"para": {"form": para_head}, "sts": {"form": "cross" if sts_head == "cross" else "siamese",
                                                       "loss_kind": sts_loss}}.get(name, {})
         processors[name] = PROCESSORS[name].from_files(
-            name, tokenizer, train=files[name]["train"], dev=files[name]["dev"], test=files[name]["test"],
+            name, tokenizer, train=files[name]["train"], dev=files[name]["dev"],
+            test=files[name]["test"] if getattr(args, "predict_test", True) else None,
             max_examples=args.max_examples, batch_size=(batch_sizes or {}).get(name) or args.batch_size,
             max_length=args.max_length, seed=config.seed, **extra)
         sizes = {s: len(p) for s, p in processors[name].splits.items()}

@@ -66,6 +66,7 @@ def test_grid_writes_tables_and_resume_skips_finished_cells(tiny_checkpoint, tin
     assert all(f"| {name} |" in md for name in table) and "±" in md and "python tasks/ablate.py" in md
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.rglob("*.pt"))  # checkpoints are removed once a cell is done
+    assert [p.name for p in (out / "plain-seed1" / "predictions").iterdir()] == ["sst-dev-output.csv"]  # dev only
 
     with pytest.raises(SystemExit, match="--resume"):
         ablate.main(base + ["--techniques", "plain"])
