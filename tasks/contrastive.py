@@ -126,6 +126,9 @@ class ContrastiveProcessor:
         counts = Counter(label for _, label in self.examples)
         self.epoch_size = sum(balanced_sizes(counts, min_ratio, max_ratio).values()) if imbalance_correction else len(self.examples)
 
+    def __len__(self) -> int:
+        return self.epoch_size  # examples per epoch, after oversampling
+
     def num_batches(self) -> int:
         return -(-self.epoch_size // self.batch_size)  # at most: repeated pairs are dropped
 

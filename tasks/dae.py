@@ -210,6 +210,9 @@ class DenoisingProcessor:
         self.tokenizer, self.objective, self.ratio, self.mask_prob = tokenizer, objective, deletion_ratio, mask_prob
         self.batch_size, self.max_length, self.seed = batch_size, max_length, seed
 
+    def __len__(self) -> int:
+        return len(self.sentences)
+
     def num_batches(self) -> int:
         return -(-len(self.sentences) // self.batch_size)
 

@@ -122,6 +122,18 @@ def dev_loss(model, processor, device) -> float:
 
 # ---- running them -----------------------------------------------------------------------------------------
 
+def _phase_evaluator(processor):
+    """The phase's `evaluate` for the Trainer: score = −dev loss (without dev examples, the latest epoch wins)."""
+    epochs = 0
+
+    def evaluate(model) -> Dict[str, float]:
+        nonlocal epochs
+        epochs += 1
+        loss = dev_loss(model, processor, next(model.parameters()).device)
+        return {"score": -loss if math.isfinite(loss) else float(epochs), "dev_loss": loss}
+    return evaluate
+
+
 def run_phases(args, model, processors: Dict[str, object], tokenizer, config: TrainConfig) -> Dict[str, float]:
     """Train model.bert in place through each phase before fine-tuning. Returns {"<phase>_dev_loss": best}."""
     results = {}
@@ -135,17 +147,9 @@ def run_phases(args, model, processors: Dict[str, object], tokenizer, config: Tr
         phase_config = dataclasses.replace(
             config, epochs=getattr(args, f"{phase}_epochs"), lr=args.phase_lr, head_lr=args.phase_head_lr,
             out_dir=str(out_dir), task_sampling="proportional", tasks_per_step=0, pcgrad=False, child_tuning="none")
-        print(f"--- phase {phase}: {len(getattr(proc, 'sentences', getattr(proc, 'examples', [])))} training "
-              f"examples, {proc.num_batches()} batches per epoch, {phase_config.epochs} epoch(s)")
-
-        calls = [0]
-
-        def evaluate(m, proc=proc, calls=calls):
-            calls[0] += 1
-            loss = dev_loss(m, proc, next(m.parameters()).device)
-            # without dev examples, the last epoch counts as the best
-            return {"score": -loss if math.isfinite(loss) else float(calls[0]), "dev_loss": loss}
-
+        print(f"--- phase {phase}: {len(proc)} training examples, {proc.num_batches()} batches per epoch, "
+              f"{phase_config.epochs} epoch(s)")
+        evaluate = _phase_evaluator(proc)
         trainer = Trainer(wrapper, {phase: proc}, phase_config, evaluate)
         trainer.fit()
         best = torch.load(out_dir / "best.pt", map_location="cpu", weights_only=False)
