@@ -101,6 +101,20 @@ def test_multitask_adversarial_with_siamese_heads(tiny_checkpoint, tiny_data, tm
     assert set(scores) == {"para", "sts", "overall"}
 
 
+def test_multitask_phases_use_every_tasks_sentences_and_the_labelled_ones(tiny_checkpoint, tiny_data, tmp_path, capsys):
+    scores = multitask.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--epochs", "1",
+                             "--batch_size", "8", "--max_examples", "16", "--tasks", "sst", "para",
+                             "--phases", "dae,contrastive,finetune", "--out_dir", str(tmp_path / "run"),
+                             "--predictions_dir", str(tmp_path / "pred")])
+    assert set(scores) == {"sst", "para", "overall"}
+    out = capsys.readouterr().out
+    assert "phase dae: 48 training examples" in out  # 16 SST sentences + 16 Quora pairs
+    assert "phase contrastive: 24 training examples" in out  # SST only, × 1.5 by the imbalance correction
+    with pytest.raises(ValueError, match="sentence-classification"):
+        multitask.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--tasks", "sts",
+                        "--max_examples", "8", "--phases", "contrastive,finetune", "--out_dir", str(tmp_path / "x")])
+
+
 @pytest.mark.parametrize("value, message", [("contrastive,dae", "in the order"), ("dae,pretrain", "subset")])
 def test_bad_phases_are_a_clear_error(capsys, value, message):
     with pytest.raises(SystemExit):
