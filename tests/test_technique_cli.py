@@ -109,7 +109,8 @@ def test_multitask_phases_use_every_tasks_sentences_and_the_labelled_ones(tiny_c
     assert set(scores) == {"sst", "para", "overall"}
     out = capsys.readouterr().out
     assert "phase dae: 48 training examples" in out  # 16 SST sentences + 16 Quora pairs
-    assert "phase contrastive: 24 training examples" in out  # SST only, × 1.5 by the imbalance correction
+    # SST only: its first 16 labels hold classes of 8, 4, 2, 1, 1 examples, resized to 12, 6, 5, 4, 4 (eq. 4, 5)
+    assert "phase contrastive: 31 training examples" in out
     with pytest.raises(ValueError, match="sentence-classification"):
         multitask.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--tasks", "sts",
                         "--max_examples", "8", "--phases", "contrastive,finetune", "--out_dir", str(tmp_path / "x")])
