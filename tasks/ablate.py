@@ -1,7 +1,11 @@
 """The ablation runner: plain fine-tuning against each technique, on the same budget, over several seeds.
 
-    python tasks/ablate.py --task sst --seeds 1 2 3 --epochs 1 --max_examples 2000
-    python tasks/ablate.py --techniques plain cat child_d dae+cat --seeds 1 2 3 --resume
+    python tasks/ablate.py --task sst --epochs 1 --max_examples 2000 --out_dir runs/ablate-sst-cpu   # 2-core CPU
+    python tasks/ablate.py --task sst --epochs 3 --seeds 1 2 3 4 5 --use_gpu --out_dir runs/ablate-sst-gpu
+    python tasks/ablate.py --techniques plain cat child_d dae+cat --resume    # add cells to a finished grid
+
+Techniques: plain, dae (TSDAE phase), mlm (MLM phase), contrastive (cosine-MSE phase), supcon, 3phase
+(DAE → contrastive → fine-tune), cat (contrastive adversarial training), child_f, child_d; 'a+b' combines.
 
 Every cell (technique × seed) is one in-process call of the classifier's code path (`tasks.run.run`) with
 the same data, fine-tuning epochs, batch size and learning rate; only the technique's flags differ. The
