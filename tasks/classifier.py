@@ -21,7 +21,7 @@ TASKS = ("sst", "cfimdb")
 
 
 def parse_args(argv=None):
-    parser = base_parser(__doc__.splitlines()[0], out_dir="runs/classifier", epochs=3, lr=5e-5)
+    parser = base_parser(__doc__.splitlines()[0], out_dir="runs/classifier", epochs=3, lr=1e-4, head_lr=1e-3)
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     for name in TASKS:
         add_task_file_args(parser, name, name)
