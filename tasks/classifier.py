@@ -7,7 +7,7 @@
     python tasks/classifier.py --tasks sst --adversarial                       # contrastive adversarial training
     python tasks/classifier.py --tasks sst --child_tuning D                    # Child-Tuning-D
 
-Each task is trained on its own (one model each) and writes predictions/{task}-{dev,test}-output.csv.
+Each task is trained on its own (one model each) and writes predictions/{option}-{task}-{dev,test}-output.csv.
 """
 import os
 import sys
@@ -34,7 +34,11 @@ def main(argv=None):
     for name in args.tasks:
         args.out_dir = os.path.join(out_dir, f"{name}-{args.option}")
         print(f"=== {name} ({args.option}) ===")
-        scores = run(args, [name], {name: task_files(args, name, name)})
+        files = task_files(args, name, name)
+        for split in ("dev", "test"):  # as the coursework names them: predictions/finetune-sst-dev-output.csv
+            if getattr(args, f"{name}_{split}_out") is None:
+                files[f"{split}_out"] = os.path.join(args.predictions_dir, f"{args.option}-{name}-{split}-output.csv")
+        scores = run(args, [name], {name: files})
         results[name] = scores[name] if "finetune" in args.phases else scores  # without fine-tuning: phase losses
     if "finetune" in args.phases:
         print("dev accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))

@@ -16,9 +16,9 @@ def _ids(path):
         return [row["id"] for row in csv.DictReader(f, delimiter="\t")]
 
 
-def _check_predictions(pred_dir, data_dir, task):
+def _check_predictions(pred_dir, data_dir, task, prefix=""):
     for split, data_split in (("dev", "dev"), ("test", "test-student")):
-        path = pred_dir / f"{task}-{split}-output.csv"
+        path = pred_dir / f"{prefix}{task}-{split}-output.csv"
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
         assert rows[0] == ["id", HEADERS[task]]
@@ -53,7 +53,7 @@ def test_classifier_cli_pretrain_and_finetune(tiny_checkpoint, tiny_data, tmp_pa
                                   "--predictions_dir", str(tmp_path / option)])
         assert set(scores) == {"sst", "cfimdb"}
         for task in ("sst", "cfimdb"):
-            _check_predictions(tmp_path / option, tiny_data, task)
+            _check_predictions(tmp_path / option, tiny_data, task, prefix=f"{option}-")
 
 
 def test_subset_of_tasks_and_max_examples(tiny_checkpoint, tiny_data, tmp_path):
@@ -69,3 +69,14 @@ def test_bad_flag_value_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
         multitask.main(["--para_head", "bilinear"])
     assert "invalid choice: 'bilinear'" in capsys.readouterr().err
+
+
+def test_plot_metrics_writes_a_png(tmp_path):
+    from tasks import plot_metrics
+    path = tmp_path / "metrics.jsonl"
+    records = [{"epoch": e, "train_loss": {"sst": 1.0 / e}, "dev": {"sst": 0.3 + 0.1 * e, "score": 0.3 + 0.1 * e}}
+               for e in (1, 2)]
+    path.write_text("\n".join(json.dumps(r) for r in records + [{"final": True}]) + "\n")
+    assert len(plot_metrics.read_epochs(path)) == 2
+    out = plot_metrics.main([str(path)])
+    assert out.endswith("metrics.png") and (tmp_path / "metrics.png").stat().st_size > 1000
