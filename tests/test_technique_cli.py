@@ -50,7 +50,7 @@ def test_each_flag_runs_end_to_end(tiny_checkpoint, tiny_data, tmp_path, name):
     run = tmp_path / "sst-finetune"
     final = _records(run / "metrics.jsonl")[-1]
     assert final["final"] and final["dev"]["sst"] == pytest.approx(scores["sst"]) and 0 <= scores["sst"] <= 1
-    assert len((tmp_path / "pred" / "sst-dev-output.csv").read_text().splitlines()) == 17
+    assert len((tmp_path / "pred" / "finetune-sst-dev-output.csv").read_text().splitlines()) == 17
     phases = [p for p in ("dae", "contrastive") if p in FLAGS[name][1]] if FLAGS[name][0] == "--phases" else []
     start = {"bert." + k: v for k, v in BertModel.from_pretrained(tiny_checkpoint).state_dict().items()}
     for phase in phases:  # each phase trained the encoder and recorded a dev loss
