@@ -1,0 +1,115 @@
+"""The fast paths are invisible: fused q/k/v (and its loader steps), the unpadded mask left out, torch's GELU
+kernel; plus smoke tests of benchmarks/bench_bert.py and its memory tracker."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import RANDOM_CONFIGS, hf_bert_config
+from minibert import BertModel, tiny_config
+from minibert import model as model_module
+from minibert.checkpoint import fuse_qkv, hf_to_minibert, minibert_to_hf, split_qkv
+from minibert.functional import gelu, gelu_tanh
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+transformers = pytest.importorskip("transformers")
+
+
+def test_qkv_is_huggingface_query_key_value_stacked(tmp_path):
+    hf = transformers.BertModel(hf_bert_config(**RANDOM_CONFIGS["wide-heads"]))
+    hf.save_pretrained(tmp_path)
+    ours = BertModel.from_pretrained(tmp_path)
+    for i, layer in enumerate(hf.encoder.layer):
+        s = layer.attention.self
+        for p in ("weight", "bias"):
+            expected = torch.cat([getattr(s.query, p), getattr(s.key, p), getattr(s.value, p)])
+            assert torch.equal(getattr(ours.layers[i].attn.qkv, p), expected)
+
+
+def test_fuse_and_split_are_inverse_and_keep_a_partial_triple_apart():
+    state = {k: v for k, v in BertModel(tiny_config()).state_dict().items()}
+    unfused = split_qkv(state)
+    assert "layers.0.attn.query.weight" in unfused and "layers.0.attn.qkv.weight" not in unfused
+    assert len(unfused) == len(state) + 2 * 2 * tiny_config().num_hidden_layers  # weight and bias: 1 -> 3
+    back = fuse_qkv(unfused)
+    assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+    prefixed = fuse_qkv({"bert." + k: v for k, v in unfused.items()})
+    assert torch.equal(prefixed["bert.layers.1.attn.qkv.bias"], state["layers.1.attn.qkv.bias"])
+    del unfused["layers.1.attn.key.weight"]
+    partial = fuse_qkv(unfused)
+    assert "layers.1.attn.qkv.weight" not in partial
+    assert {"layers.1.attn.query.weight", "layers.1.attn.value.weight"} <= set(partial)
+    hf = minibert_to_hf(state)
+    assert set(hf_to_minibert(hf)[0]) == set(state)
+
+
+def test_a_state_dict_with_separate_projections_still_loads():
+    """minibert's own files (best.pt, last.pt) written before the fusion hold query/key/value apart."""
+    model = BertModel(tiny_config())
+    old = split_qkv(model.state_dict())
+    fresh = BertModel(tiny_config())
+    fresh.load_state_dict(old)  # strict: nothing missing, nothing unexpected
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+
+
+def test_an_unpadded_batch_reaches_sdpa_without_a_mask(monkeypatch):
+    model = BertModel(tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).eval()
+    ids = torch.randint(5, 99, (3, 7))
+    seen = []
+    real = model_module.fast_attention
+
+    def spy(q, k, v, mask=None, *args, **kw):
+        seen.append(mask)
+        return real(q, k, v, mask, *args, **kw)
+
+    monkeypatch.setattr(model_module, "fast_attention", spy)
+    with torch.no_grad():
+        full = model(ids, torch.ones_like(ids)).last_hidden_state
+        none = model(ids, None).last_hidden_state
+        padded_mask = torch.ones_like(ids)
+        padded_mask[0, 5:] = 0
+        model(ids, padded_mask)
+    assert seen[:4] == [None] * 4 and seen[4] is not None and seen[4].shape == (3, 1, 1, 7)
+    assert torch.equal(full, none)
+
+
+@pytest.mark.parametrize("name, formula", [("gelu", gelu), ("gelu_new", gelu_tanh)])
+def test_activation_kernels_are_the_written_out_functions(name, formula):
+    x = torch.linspace(-6, 6, 1001, dtype=torch.float64)
+    assert torch.allclose(model_module.ACTIVATIONS[name](x), formula(x), atol=1e-12)
+
+
+# ---- benchmarks/bench_bert.py ----------------------------------------------------------------------------------
+
+def test_live_tensor_bytes_counts_views_once_and_frees():
+    from bench_bert import LiveTensorBytes
+    with LiveTensorBytes() as tracker:
+        a = torch.ones(1000, 250)  # 1,000,000 bytes
+        view = a[10:]
+        del a
+        b = torch.ones(500, 250)  # +500,000 while `view` keeps a's storage alive
+        del view, b
+        c = torch.ones(100, 250)  # +100,000 after both were freed
+    assert tracker.peak == 1_500_000 and tracker.current == 100_000
+    del c
+
+
+def test_speed_mode_smoke(capsys):
+    from bench_bert import main
+    rows = main(["--models", "tiny", "--repeats", "1", "--warmup", "0", "--batch_sizes", "2", "--lengths", "8",
+                 "--padding", "ragged"])
+    assert [r["what"] for r in rows] == ["infer", "train", "train_own_optim"]
+    assert all(r["ratio"] > 0 and r["ours_peak_mib"] > 0 and r["theirs_peak_mib"] > 0 for r in rows)
+    out = capsys.readouterr().out
+    assert "command: python" in out and "| tiny | cpu | fp32 | 2 | 8 | ragged | train |" in out
+
+
+def test_epoch_mode_smoke(tiny_checkpoint, tiny_data, capsys):
+    from bench_bert import main
+    results = main(["--mode", "epoch", "--data_dir", str(tiny_data), "--model", str(tiny_checkpoint),
+                    "--batch_size", "4", "--max_examples", "16"])
+    bucketed, random = results
+    assert bucketed["sentences"] == random["sentences"] == 16 and bucketed["real tokens"] == random["real tokens"]
+    assert bucketed["token slots"] <= random["token slots"]
+    assert "| length-bucketed |" in capsys.readouterr().out
