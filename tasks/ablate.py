@@ -28,7 +28,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -20,7 +20,7 @@ from minibert import BertModel, Tokenizer
 from .adversarial import add_adversarial_args, adversarial_processors
 from .data import get_task
 from .metrics import format_table, overall_score
-from .model import PARA_HEADS, POOLINGS, STS_HEADS, MultitaskBert
+from .model import POOLINGS, MultitaskBert
 from .phases import add_phase_args, run_phases, save_encoder
 from .processors import PROCESSORS
 from .trainer import TrainConfig, Trainer, pick_device, seed_everything

@@ -21,6 +21,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is fastest, and does not spin against other work on a shared CPU.
+    A module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def hf_bert_config(**values):
     """A transformers.BertConfig with dropout on by default; pass 0.0 for deterministic comparisons."""
     transformers = pytest.importorskip("transformers")

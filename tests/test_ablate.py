@@ -5,17 +5,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from tasks import ablate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_techniques_combine_and_conflicts_are_errors():

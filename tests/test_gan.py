@@ -14,13 +14,7 @@ from tasks.data import SentenceExample
 from tasks.trainer import TrainConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and does not spin against other work on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- the loss terms against hand-computed values --------------------------------------------------------------

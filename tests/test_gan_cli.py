@@ -3,7 +3,6 @@ import csv
 import json
 
 import pytest
-import torch
 
 from gan import embeddings, study, train
 from gan.data import semi_supervised
@@ -13,12 +12,7 @@ from tasks.run import task_files
 TINY = ["--batch_size", "8", "--lr", "1e-3", "--noise_dim", "8"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rows(path):

@@ -17,12 +17,7 @@ ARGS = dict(adversarial=True, adv_epsilon=0.5, adv_lambda=0.3, adv_temperature=0
 FILES = {"sst": "ids-sst", "para": "quora", "sts": "sts"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup(tiny_checkpoint, tiny_data, task="sst", **model_kw):

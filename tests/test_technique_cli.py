@@ -8,12 +8,7 @@ from minibert import BertModel, Tokenizer
 from tasks import classifier, multitask
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _classify(tiny_checkpoint, tiny_data, out, *flags, model=None):

@@ -12,12 +12,7 @@ from tasks.contrastive import (STOP_WORDS, ContrastiveProcessor, balanced_sizes,
 from tasks.model import MultitaskBert
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # f(x) = ln(max/x) · max_ratio / ln(max), r = max(min_ratio, f), worked by hand with max = 1000, ratios 1.5 and 4:

@@ -11,13 +11,7 @@ from tasks.dae import (DenoisingAutoencoder, DenoisingProcessor, causal_mask, de
                        masked_lm_around)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and does not spin against other work on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("ratio", [0.0, 0.3, 0.6, 0.9])

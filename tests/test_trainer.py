@@ -1,5 +1,4 @@
 """The shared training loop: schedules, overfitting one batch per task, resume, PCGrad, Child-Tuning flags."""
-import dataclasses
 from collections import Counter
 
 import pytest
