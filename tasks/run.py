@@ -23,7 +23,7 @@ from .metrics import format_table, overall_score
 from .model import POOLINGS, MultitaskBert
 from .phases import add_phase_args, run_phases, save_encoder
 from .processors import PROCESSORS
-from .trainer import TrainConfig, Trainer, pick_device, seed_everything
+from .trainer import TrainConfig, Trainer, init_distributed, pick_device, seed_everything
 
 REPO = Path(__file__).resolve().parent.parent
 SPLIT_FILES = {"train": "train", "dev": "dev", "test": "test-student"}
@@ -57,6 +57,10 @@ def base_parser(description: str, **train_defaults) -> argparse.ArgumentParser:
     g.add_argument("--hidden_dropout_prob", type=float, default=0.1)
     g.add_argument("--pooling", choices=POOLINGS, default="mean")
     g.add_argument("--max_length", type=int, default=128, help="tokens per sentence (or per joined pair)")
+    g.add_argument("--attn_implementation", choices=("sdpa", "manual"), default="sdpa",
+                   help="sdpa: torch's fused attention; manual: the written-out softmax(q kᵀ/√d) v")
+    g.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False,
+                   help="recompute each layer's activations in the backward pass: less memory, more time (large models)")
     g = parser.add_argument_group("data")
     g.add_argument("--data_dir", default=str(REPO / "data"), help="folder with the CS224N files")
     g.add_argument("--max_examples", type=int, default=None, help="use the first N examples of each file (quick runs)")
@@ -100,13 +104,21 @@ def make_evaluator(processors: Dict[str, object], device) -> typing.Callable:
 
 def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], batch_sizes: Optional[Dict[str, int]] = None,
         para_head: str = "cross", sts_head: str = "cosine", sts_loss: str = "mse") -> Dict[str, float]:
-    """Build the model and processors for `tasks`, train, reload the best epoch, score dev, write predictions."""
+    """Build the model and processors for `tasks`, train, reload the best epoch, score dev, write predictions.
+
+    Under `torchrun --nproc_per_node N` every process trains (see tasks/trainer.py); rank 0 alone prints, predicts
+    and writes files, and the other ranks return {} after training.
+    """
     started = time.time()
     config = dataclass_from_args(TrainConfig, args)
+    rank, world_size, _ = init_distributed(config.use_gpu)
+    log = print if rank == 0 else (lambda *a, **k: None)
     seed_everything(config.seed)
     device = pick_device(config.use_gpu)
     tokenizer = Tokenizer.from_pretrained(args.model)
-    encoder = BertModel.from_pretrained(args.model, hidden_dropout_prob=args.hidden_dropout_prob)
+    encoder = BertModel.from_pretrained(args.model, hidden_dropout_prob=args.hidden_dropout_prob,
+                                        attn_implementation=getattr(args, "attn_implementation", "sdpa"),
+                                        gradient_checkpointing=getattr(args, "gradient_checkpointing", False))
     num_labels = get_task(tasks[0]).num_classes if tasks[0] in ("sst", "cfimdb") else 5
     model = MultitaskBert(encoder, tasks, num_labels=num_labels, pooling=args.pooling, para_head=para_head,
                           sts_head=sts_head, dropout=args.hidden_dropout_prob)
@@ -124,19 +136,22 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], batch_sizes: O
             max_examples=args.max_examples, batch_size=(batch_sizes or {}).get(name) or args.batch_size,
             max_length=args.max_length, seed=config.seed, **extra)
         sizes = {s: len(p) for s, p in processors[name].splits.items()}
-        print(f"{name}: {sizes['train']} train / {sizes['dev']} dev / {sizes['test']} test examples")
+        log(f"{name}: {sizes['train']} train / {sizes['dev']} dev / {sizes['test']} test examples")
 
     phase_scores = run_phases(args, model, processors, tokenizer, config)  # DAE / contrastive, if asked for
     if "finetune" not in getattr(args, "phases", ("finetune",)):
-        folder = save_encoder(model.bert, args.model, Path(config.out_dir) / "encoder")
-        print(f"phases {', '.join(args.phases)} done; encoder saved to {folder} (pass it as --model)")
-        return phase_scores
+        if rank == 0:
+            folder = save_encoder(model.bert, args.model, Path(config.out_dir) / "encoder")
+            print(f"phases {', '.join(args.phases)} done; encoder saved to {folder} (pass it as --model)")
+        return _finish(world_size, phase_scores if rank == 0 else {})
 
     evaluate = make_evaluator(processors, device)
     meta = {"model": args.model, "heads": model.head_config(), "bert_config": encoder.config.to_dict(),
             "argv": sys.argv[1:]}
     trainer = Trainer(model, adversarial_processors(args, model, processors), config, evaluate, checkpoint_meta=meta)
     history = trainer.fit()
+    if rank != 0:
+        return _finish(world_size, {})
 
     best = torch.load(Path(config.out_dir) / "best.pt", map_location="cpu", weights_only=False)
     model.load_state_dict(best["model"])
@@ -158,5 +173,13 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], batch_sizes: O
     print(f"predictions written to {', '.join(sorted({str(Path(f[k]).parent) for f in files.values() for k in ('dev_out', 'test_out')}))}")
     with open(Path(config.out_dir) / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps({"final": True, "best_epoch": best["epoch"], "dev": scores, "wall_seconds": round(wall, 1),
-                            "device": str(device), **({"phases": phase_scores} if phase_scores else {})}) + "\n")
-    return scores
+                            "device": str(device), "processes": world_size,
+                            **({"phases": phase_scores} if phase_scores else {})}) + "\n")
+    return _finish(world_size, scores)
+
+
+def _finish(world_size: int, result):
+    """Leave the process group (under torchrun) and return `result`."""
+    if world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return result

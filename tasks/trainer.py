@@ -9,24 +9,40 @@ progress bars, per-epoch evaluation, the best checkpoint, `--resume`, and a metr
 One epoch is a schedule of batches, one task per batch (`task_schedule`); consecutive batches are grouped
 into steps of `tasks_per_step` (default: as many as there are tasks), whose losses are summed — or, with
 `pcgrad`, combined by gradient surgery per task — into one optimizer step.
+
+More than one process: `torchrun --nproc_per_node N tasks/multitask.py ...` runs the same loop in N processes
+with DistributedDataParallel (gloo on the CPU, nccl on GPUs). Every rank follows the same task schedule, and
+of each task's shuffled batches rank r takes batches r, r + N, r + 2N, ... (so an epoch has 1/N as many steps,
+each on N batches per task at once); gradients are averaged over the ranks, so the step is the one a single
+process would take on the N batches combined. Rank 0 alone evaluates, prints, shows progress and writes files.
+Gradient surgery under DDP: each task's gradient is computed without synchronising (`no_sync`), the
+[tasks, dims] matrix of per-task gradients is averaged over the ranks in one all-reduce, and only then
+projected, so every rank projects exactly what one process would project for the combined batch (projecting
+per rank and averaging afterwards would not be PCGrad: the projection is not linear).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import math
+import os
 import random
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from optim import AdamW, PCGrad, is_no_decay, make_child_tuning, make_scheduler
+from optim.pcgrad import pcgrad as pcgrad_direction
 
 from .processors import to_device
 
@@ -53,6 +69,7 @@ class TrainConfig:
     child_tuning_fisher_batches: int = 64
     out_dir: str = "runs/multitask"
     resume: bool = False
+    compile: bool = False  # torch.compile the encoder's layers (falls back to eager, with a warning)
 
     def __post_init__(self):
         if self.task_sampling not in SAMPLINGS:
@@ -94,6 +111,47 @@ def task_schedule(num_batches: Dict[str, int], strategy: str, tasks_per_step: in
     return [seq[i:i + k] for i in range(0, len(seq), k)]
 
 
+def init_distributed(use_gpu: bool = False) -> Tuple[int, int, int]:
+    """(rank, world size, local rank). Under torchrun (WORLD_SIZE > 1) the process group is started here from its
+    environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT): nccl when training on GPUs, else
+    gloo. A plain run is (0, 1, 0)."""
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), local_rank
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if world_size == 1:
+        return 0, 1, 0
+    cuda = use_gpu and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), local_rank
+
+
+def compile_layers(model: torch.nn.Module, backend: str = "inductor") -> bool:
+    """torch.compile each encoder layer in place (regional compilation: the repeated block is compiled once
+    and reused, whatever method of the model the processors call). Returns False, with a warning, where
+    torch.compile is unavailable; errors at the first compiled call fall back to eager too."""
+    from minibert.model import Layer
+    layers = [m for m in model.modules() if isinstance(m, Layer)]
+    try:
+        if not layers:
+            raise RuntimeError("the model has no minibert encoder layers to compile")
+        if not hasattr(torch, "compile") or not hasattr(torch.nn.Module, "compile"):
+            raise RuntimeError(f"torch {torch.__version__} has no torch.compile / nn.Module.compile")
+        if backend == "inductor" and next(model.parameters()).device.type == "cpu" \
+                and shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None:
+            raise RuntimeError("torch.compile on the CPU needs a C++ compiler (g++ / c++) on the PATH")
+        import torch._dynamo as dynamo
+        dynamo.config.suppress_errors = True  # a failure when a graph is compiled: run that code eagerly
+        for layer in layers:
+            layer.compile(backend=backend)
+        return True
+    except Exception as err:  # noqa: BLE001  (whatever the reason, say it and train uncompiled)
+        warnings.warn(f"--compile: torch.compile is unavailable here ({err}); training without it")
+        return False
+
+
 def pick_device(use_gpu: bool) -> torch.device:
     if use_gpu and torch.cuda.is_available():
         return torch.device("cuda")
@@ -115,22 +173,42 @@ def param_groups(model: torch.nn.Module, lr: float, head_lr: Optional[float], we
 
 
 class _Cycle:
-    """A task's batches as an endless stream: a fresh shuffled pass each time one runs out."""
+    """A task's batches as an endless stream: a fresh shuffled pass each time one runs out.
 
-    def __init__(self, processor, epoch: int):
+    Under DDP, rank r of N keeps batches r, r + N, r + 2N, ... of each pass (every rank draws the same pass).
+    """
+
+    def __init__(self, processor, epoch: int, rank: int = 0, world_size: int = 1):
         self.processor, self.epoch, self.passes = processor, epoch, 0
-        self.it = processor.batches(self._seed())
+        self.rank, self.world_size = rank, world_size
+        self.it = self._pass()
 
-    def _seed(self) -> int:
-        return self.epoch * 1000 + self.passes
+    def _pass(self):
+        return itertools.islice(self.processor.batches(self.epoch * 1000 + self.passes), self.rank, None, self.world_size)
 
     def __next__(self):
         try:
             return next(self.it)
         except StopIteration:
             self.passes += 1
-            self.it = self.processor.batches(self._seed())
-            return next(self.it)
+            self.it = self._pass()
+            try:
+                return next(self.it)
+            except StopIteration:
+                raise ValueError(f"rank {self.rank} got no batch of a pass: the task has fewer batches than the "
+                                 f"{self.world_size} processes") from None
+
+
+class _TaskLoss(torch.nn.Module):
+    """forward(name, batch) = the task's loss: DistributedDataParallel synchronises gradients of what runs
+    through forward, and processors call the model's own methods, so DDP wraps this."""
+
+    def __init__(self, model: torch.nn.Module, processors: Dict[str, object]):
+        super().__init__()
+        self.model, self.processors = model, processors
+
+    def forward(self, name: str, batch: dict) -> torch.Tensor:
+        return self.processors[name].loss(self.model, batch)
 
 
 class Trainer:
@@ -138,22 +216,39 @@ class Trainer:
                  evaluate: Callable[[torch.nn.Module], Dict[str, float]], checkpoint_meta: Optional[dict] = None,
                  show_progress: bool = True):
         self.model, self.processors, self.config = model, dict(processors), config
-        self.evaluate, self.meta, self.show_progress = evaluate, checkpoint_meta or {}, show_progress
+        self.evaluate, self.meta = evaluate, checkpoint_meta or {}
+        self.rank, self.world_size, local_rank = init_distributed(config.use_gpu)
+        self.is_main = self.rank == 0  # the one process that evaluates, prints and writes files
+        self.show_progress = show_progress and self.is_main
         self.device = pick_device(config.use_gpu)
+        if self.device.type == "cuda" and self.world_size > 1:
+            self.device = torch.device("cuda", local_rank)
         self.model.to(self.device)
+        if config.compile:
+            compile_layers(self.model)
+        self.ddp = None  # the DistributedDataParallel wrapper of the loss, when there is more than one process
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.ddp = DistributedDataParallel(_TaskLoss(self.model, self.processors),
+                                               device_ids=[local_rank] if self.device.type == "cuda" else None,
+                                               find_unused_parameters=True)  # a step's tasks use some heads only
         self.out_dir = Path(config.out_dir)
         self.history: List[dict] = []
         self.best_score = -math.inf
         self.start_epoch = 0
         self.optimizer = AdamW(param_groups(model, config.lr, config.head_lr, config.weight_decay), lr=config.lr)
-        self.steps_per_epoch = len(task_schedule({n: p.num_batches() for n, p in self.processors.items()},
-                                                 config.task_sampling, config.tasks_per_step, 0, config.epochs, config.seed))
+        self.steps_per_epoch = len(task_schedule(self._num_batches(), config.task_sampling, config.tasks_per_step,
+                                                 0, config.epochs, config.seed))
         total = self.steps_per_epoch * config.epochs
         self.scheduler = make_scheduler(self.optimizer, config.schedule, int(config.warmup_ratio * total), total)
         shared = [p for n, p in model.named_parameters() if n.startswith("bert.") and p.requires_grad]
         self.surgery = (PCGrad(self.optimizer, shared, generator=torch.Generator().manual_seed(config.seed))
                         if config.pcgrad and shared else None)
         self.child = None  # built at the start of fit (Child-Tuning-D needs a pass over the data)
+
+    def _num_batches(self) -> Dict[str, int]:
+        """Each task's batches per epoch in this process (under DDP, its share: every world_size-th batch)."""
+        return {n: -(-p.num_batches() // self.world_size) for n, p in self.processors.items()}
 
     # ---- one optimizer step ------------------------------------------------------------------------------
     def _autocast(self):
@@ -163,16 +258,26 @@ class Trainer:
         with self._autocast():
             return self.processors[name].loss(self.model, to_device(batch, self.device)).float()
 
+    def _synced_loss(self, name: str, batch, sync: bool) -> torch.Tensor:
+        """The loss through DDP (whose backward then averages the gradients over the ranks if `sync`)."""
+        if self.ddp is None:
+            return self._loss(name, batch)
+        with self._autocast(), (contextlib.nullcontext() if sync else self.ddp.no_sync()):
+            return self.ddp(name, to_device(batch, self.device)).float()
+
     def training_step(self, names: List[str], streams: Dict[str, _Cycle]) -> Dict[str, float]:
         """Forward and backward the step's batches, then clip and update. Returns each task's mean batch loss."""
         losses: Dict[str, torch.Tensor] = {}  # per task: the sum over its batches in this step
-        for name in names:
-            loss = self._loss(name, next(streams[name]))
+        for i, name in enumerate(names):
+            # under DDP, gradients are averaged over the ranks once per step, in the step's last backward
+            loss = self._synced_loss(name, next(streams[name]), sync=self.surgery is None and i == len(names) - 1)
             if self.surgery is None:
                 loss.backward()  # summed over the step's batches by accumulating gradients
                 loss = loss.detach()
             losses[name] = losses[name] + loss if name in losses else loss
-        if self.surgery is not None:
+        if self.surgery is not None and self.ddp is not None:
+            self._distributed_surgery(list(losses.values()))
+        elif self.surgery is not None:
             self.surgery.backward(list(losses.values()))  # one backward per task, then projection
         if self.config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
@@ -182,6 +287,32 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {name: loss.item() / names.count(name) for name, loss in losses.items()}
+
+    def _distributed_surgery(self, losses: List[torch.Tensor]) -> None:
+        """PCGrad under DDP: per task, a local backward; then one all-reduce averages the [tasks, dims] matrix
+        of the shared parameters' task gradients (and the heads' summed gradients) over the ranks; then the
+        projection (optim.pcgrad.pcgrad, as PCGrad.backward does), identical on every rank."""
+        shared = self.surgery.shared_params
+        ids = {id(p) for p in shared}
+        heads = [p for p in self.model.parameters() if p.requires_grad and id(p) not in ids]
+        rows = []
+        for loss in losses:
+            loss.backward()  # forwards ran under no_sync: local gradients only
+            rows.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in shared]))
+            for p in shared:
+                p.grad = None
+        head_grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in heads]
+        flat = torch.cat([torch.stack(rows).reshape(-1)] + head_grads)
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        dims = rows[0].numel()
+        direction = pcgrad_direction(flat[:len(rows) * dims].view(len(rows), dims), self.surgery.reduction,
+                                     self.surgery.generator)
+        for params, values in ((shared, direction), (heads, flat[len(rows) * dims:])):
+            offset = 0
+            for p in params:
+                p.grad = values[offset:offset + p.numel()].view_as(p).clone()
+                offset += p.numel()
 
     # ---- checkpoints -----------------------------------------------------------------------------------------
     def _state(self, epoch: int) -> dict:
@@ -216,7 +347,8 @@ class Trainer:
             self.surgery.generator.set_state(state["pcgrad_rng"])
         if state.get("child") is not None and self.child is not None:
             self.child.load_state_dict(state["child"])
-        print(f"resumed from {path} after epoch {state['epoch'] + 1}")
+        if self.is_main:
+            print(f"resumed from {path} after epoch {state['epoch'] + 1}")
 
     # ---- the loop --------------------------------------------------------------------------------------------
     def _build_child_tuning(self) -> None:
@@ -231,19 +363,32 @@ class Trainer:
                                        loss_fn=lambda model, item: self._loss(*item),
                                        generator=torch.Generator(device=self.device).manual_seed(cfg.seed))
 
+    def _all_ranks_mean(self, values: Dict[str, float]) -> Dict[str, float]:
+        if self.world_size == 1:
+            return values
+        t = torch.tensor([values[n] for n in sorted(values)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return {n: v / self.world_size for n, v in zip(sorted(values), t.tolist())}
+
     def fit(self) -> List[dict]:
         cfg = self.config
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        seed_everything(cfg.seed)
+        if self.world_size > 1 and type(self).training_step is not Trainer.training_step:
+            raise NotImplementedError(f"{type(self).__name__} has its own training_step, which does not synchronise "
+                                      "gradients across processes: run it in one process")
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        seed_everything(cfg.seed + self.rank)  # the same initialisation (already made), its own dropout per rank
         self._build_child_tuning()
         if cfg.resume:
             self._resume()
-        sizes = {n: p.num_batches() for n, p in self.processors.items()}
+            if self.world_size > 1:  # last.pt holds rank 0's random state: give each rank its own again
+                seed_everything(cfg.seed + self.rank + 7919 * self.start_epoch)
+        sizes = self._num_batches()
         for epoch in range(self.start_epoch, cfg.epochs):
             self.model.train()
             started = time.time()
             steps = task_schedule(sizes, cfg.task_sampling, cfg.tasks_per_step, epoch, cfg.epochs, cfg.seed)
-            streams = {n: _Cycle(p, epoch) for n, p in self.processors.items()}
+            streams = {n: _Cycle(p, epoch, self.rank, self.world_size) for n, p in self.processors.items()}
             sums: Dict[str, float] = {}
             counts: Dict[str, int] = {}
             bar = tqdm(steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.show_progress,
@@ -254,17 +399,27 @@ class Trainer:
                     counts[name] = counts.get(name, 0) + 1
                 bar.set_postfix({n: f"{sums[n] / counts[n]:.3f}" for n in sums}, refresh=False)
             train_seconds = time.time() - started
-            scores = self.evaluate(self.model)
-            record = {"epoch": epoch + 1, "train_loss": {n: sums[n] / counts[n] for n in sums},
+            train_loss = self._all_ranks_mean({n: sums[n] / counts[n] for n in sums})
+            scores = self.evaluate(self.model) if self.is_main else None
+            if self.world_size > 1:  # the others wait for rank 0's evaluation and take its scores
+                shared = [scores]
+                dist.broadcast_object_list(shared, src=0)
+                scores = shared[0]
+            record = {"epoch": epoch + 1, "train_loss": train_loss,
                       "dev": scores, "lr": self.scheduler.get_last_lr()[0], "train_seconds": round(train_seconds, 1),
                       "seconds": round(time.time() - started, 1)}
             self.history.append(record)
-            with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            if scores["score"] > self.best_score:
+            improved = scores["score"] > self.best_score
+            if improved:
                 self.best_score = scores["score"]
-                self._save_best(epoch + 1, scores)
-            torch.save(self._state(epoch), self.out_dir / "last.pt")
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
-            print(f"epoch {epoch + 1}: dev {shown} ({record['seconds']:.0f} s)", flush=True)
+            if self.is_main:
+                with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+                if improved:
+                    self._save_best(epoch + 1, scores)
+                torch.save(self._state(epoch), self.out_dir / "last.pt")
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+                print(f"epoch {epoch + 1}: dev {shown} ({record['seconds']:.0f} s)", flush=True)
+            if self.world_size > 1:
+                dist.barrier()  # the files are written before any rank reads them
         return self.history

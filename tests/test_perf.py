@@ -113,3 +113,69 @@ def test_epoch_mode_smoke(tiny_checkpoint, tiny_data, capsys):
     assert bucketed["sentences"] == random["sentences"] == 16 and bucketed["real tokens"] == random["real tokens"]
     assert bucketed["token slots"] <= random["token slots"]
     assert "| length-bucketed |" in capsys.readouterr().out
+
+
+# ---- --compile -------------------------------------------------------------------------------------------------
+
+def _one_step(model, compile_flag, tmp_path, monkeypatch=None):
+    from tasks.model import MultitaskBert
+    from tasks.trainer import TrainConfig, Trainer
+
+    class Proc:
+        def num_batches(self):
+            return 1
+
+        def batches(self, epoch):
+            g = torch.Generator().manual_seed(0)
+            return iter([{"input_ids": torch.randint(5, 99, (4, 9), generator=g), "attention_mask": torch.ones(4, 9),
+                          "labels": torch.tensor([0, 1, 2, 3])}])
+
+        def loss(self, model, batch):
+            return torch.nn.functional.cross_entropy(model.sentiment_logits(batch), batch["labels"])
+
+    multitask = MultitaskBert(model, ("sst",), dropout=0.0)
+    config = TrainConfig(epochs=1, lr=1e-3, warmup_ratio=0.0, compile=compile_flag, out_dir=str(tmp_path))
+    trainer = Trainer(multitask, {"sst": Proc()}, config, lambda m: {"score": 0.0}, show_progress=False)
+    trainer.fit()
+    return multitask
+
+
+def test_compile_flag_compiles_the_layers_and_trains_the_same(tmp_path, monkeypatch):
+    from tasks import trainer as trainer_module
+    real = trainer_module.compile_layers
+    monkeypatch.setattr(trainer_module, "compile_layers", lambda model: real(model, backend="eager"))  # fast: no codegen
+    cfg = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    eager = _one_step(BertModel(cfg), False, tmp_path / "eager")
+    torch.manual_seed(0)
+    compiled = _one_step(BertModel(cfg), True, tmp_path / "compiled")
+    assert all(hasattr(layer, "_compiled_call_impl") and layer._compiled_call_impl is not None
+               for layer in compiled.bert.layers)
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_compile_flag_falls_back_with_a_message_where_unavailable(tmp_path, monkeypatch):
+    from tasks import trainer as trainer_module
+    monkeypatch.setattr(trainer_module.shutil, "which", lambda name: None)  # no C++ compiler for inductor on the CPU
+    with pytest.warns(UserWarning, match="--compile: torch.compile is unavailable here.*C\\+\\+ compiler"):
+        model = _one_step(BertModel(tiny_config()), True, tmp_path)
+    assert all(getattr(layer, "_compiled_call_impl", None) is None for layer in model.bert.layers)
+
+
+def test_cli_gradient_checkpointing_and_attention_flags_reach_the_encoder(tiny_checkpoint, tiny_data, tmp_path,
+                                                                          monkeypatch):
+    from tasks import multitask
+    calls = []
+    real = model_module.checkpoint
+    monkeypatch.setattr(model_module, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    manual = []
+    real_attention = model_module.attention
+    monkeypatch.setattr(model_module, "attention", lambda *a, **k: manual.append(1) or real_attention(*a, **k))
+    multitask.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--epochs", "1", "--tasks", "sst",
+                    "--max_examples", "8", "--batch_size", "8", "--out_dir", str(tmp_path / "run"),
+                    "--predictions_dir", str(tmp_path / "pred"), "--gradient_checkpointing",
+                    "--attn_implementation", "manual", "--no-predict_test"])
+    layers = tiny_config().num_hidden_layers
+    assert len(calls) == layers  # one training batch: each layer recomputed in backward
+    assert len(manual) >= 2 * layers  # training (forward + recompute) and evaluation took the written-out path
