@@ -27,8 +27,9 @@ above 1 means minibert is faster, memory below 1 means it needs less.
 
 Epoch mode. One epoch of the SST training file as tasks/trainer.py runs it (processor batches, collator,
 to_device, the sentiment loss on MultitaskBert, our AdamW, clipping, the schedule), once with the
-LengthBucketSampler that every processor uses and once with plain shuffled batches; reports real tokens vs
-padded slots, the data path's own time (tokenise + collate, no model) and the training time.
+LengthBucketSampler that every processor uses and once with plain shuffled batches, the two runs' steps
+taken in turn; reports real tokens vs padded slots, the data path's own time (tokenise + collate, no model)
+and the training time (forward, backward, clipping and optimizer step of every batch).
 
 bf16 on a CPU without native bf16 (AVX2) is extremely slow and says nothing about minibert; it is only run on
 CUDA unless --cpu_dtypes asks for it.
@@ -394,37 +395,43 @@ def epoch(args) -> List[dict]:
         sys.exit("no ids-sst-train.csv: pass --data_dir or run `python -m tasks.fetch_data`")
     tokenizer = Tokenizer.from_pretrained(args.model)
     device = torch.device(args.devices[0] if args.devices else ("cuda" if torch.cuda.is_available() else "cpu"))
-    results = []
+    runs = []
     for label, cls in (("length-bucketed", SentimentProcessor), ("random", RandomBatches)):
         proc = cls.from_files("sst", tokenizer, train=data_dir / "ids-sst-train.csv", max_examples=args.max_examples,
                               batch_size=args.batch_size, max_length=args.max_length, seed=11711)
         start = time.perf_counter()
         batches = list(proc.batches(0))  # the data path alone: tokenise and collate
         data_seconds = time.perf_counter() - start
-        real = sum(int(b["attention_mask"].sum()) for b in batches)
-        slots = sum(b["attention_mask"].numel() for b in batches)
-
         torch.manual_seed(0)
         model = MultitaskBert(BertModel.from_pretrained(args.model), ["sst"])
-        with tempfile.TemporaryDirectory() as out_dir:
-            config = TrainConfig(epochs=1, lr=5e-5, out_dir=out_dir, use_gpu=device.type == "cuda",
-                                 bf16=args.epoch_dtype == "bf16")
-            trainer = Trainer(model, {"sst": proc}, config, evaluate=lambda m: {"score": 0.0}, show_progress=False)
-            model.train()
-            stream = iter(batches)
-            start = time.perf_counter()
-            for _ in batches:
-                trainer.training_step(["sst"], {"sst": stream})
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            train_seconds = time.perf_counter() - start
-        result = {"batching": label, "batches": len(batches), "sentences": sum(len(b["ids"]) for b in batches),
-                  "real tokens": real, "token slots": slots, "padding %": 100 * (1 - real / slots),
-                  "data s": data_seconds, "train s": train_seconds,
-                  "sentences/s": sum(len(b["ids"]) for b in batches) / train_seconds,
-                  "real tokens/s": real / train_seconds}
-        results.append(result)
-        print(f"  {label}: {result['padding %']:.1f}% padding, train {train_seconds:.1f} s", flush=True)
+        out_dir = tempfile.TemporaryDirectory()
+        config = TrainConfig(epochs=1, lr=5e-5, out_dir=out_dir.name, use_gpu=device.type == "cuda",
+                             bf16=args.epoch_dtype == "bf16")
+        trainer = Trainer(model, {"sst": proc}, config, evaluate=lambda m: {"score": 0.0}, show_progress=False)
+        model.train()
+        runs.append(dict(label=label, batches=batches, data_seconds=data_seconds, trainer=trainer,
+                         stream=iter(batches), seconds=0.0, out_dir=out_dir))
+    # the two epochs step by step in turn, so that a change in the machine's load falls on both
+    for _ in range(max(len(r["batches"]) for r in runs)):
+        for run in runs:
+            if run["stream"] is not None:
+                try:
+                    batch = next(run["stream"])
+                except StopIteration:
+                    run["stream"] = None
+                    continue
+                run["seconds"] += timed(lambda: run["trainer"].training_step(["sst"], {"sst": iter([batch])}), device)
+    results = []
+    for run in runs:
+        batches, train_seconds = run["batches"], run["seconds"]
+        run["out_dir"].cleanup()
+        real = sum(int(b["attention_mask"].sum()) for b in batches)
+        slots = sum(b["attention_mask"].numel() for b in batches)
+        sentences = sum(len(b["ids"]) for b in batches)
+        results.append({"batching": run["label"], "batches": len(batches), "sentences": sentences,
+                        "real tokens": real, "token slots": slots, "padding %": 100 * (1 - real / slots),
+                        "data s": run["data_seconds"], "train s": train_seconds,
+                        "sentences/s": sentences / train_seconds, "real tokens/s": real / train_seconds})
     base = results[1]["train s"]
     print(f"\none epoch of SST train ({results[0]['sentences']} sentences, batch {args.batch_size}, max_length "
           f"{args.max_length}) through tasks/trainer.py's training_step, {args.model or 'all-MiniLM-L6-v2'}, "
