@@ -467,7 +467,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--hf_attn", choices=("sdpa", "eager"), default="sdpa")
     p.add_argument("--ours_attn", choices=("sdpa", "manual"), default="sdpa")
-    p.add_argument("--compile", action="store_true", help="time torch.compile(minibert) (transformers stays eager)")
+    p.add_argument("--compile", action="store_true",
+                   help="time torch.compile(minibert) (transformers stays eager); at least 3 warm-up runs")
     p.add_argument("--gradient_checkpointing", action="store_true", help="on both sides")
     p.add_argument("--no_memory", action="store_true", help="skip the peak-memory runs")
     p.add_argument("--seed", type=int, default=0)
@@ -482,6 +483,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         p.error("--repeats must be >= 1 and --warmup >= 0")
+    if args.compile and args.warmup < 3:
+        args.warmup = 3  # compilation (and the recompilations of each new mode) belong to the warm-up
     args.compiled = None
     return args
 

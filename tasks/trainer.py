@@ -294,15 +294,16 @@ class Trainer:
         projection (optim.pcgrad.pcgrad, as PCGrad.backward does), identical on every rank."""
         shared = self.surgery.shared_params
         ids = {id(p) for p in shared}
-        heads = [p for p in self.model.parameters() if p.requires_grad and id(p) not in ids]
         rows = []
         for loss in losses:
             loss.backward()  # forwards ran under no_sync: local gradients only
             rows.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in shared]))
             for p in shared:
                 p.grad = None
-        head_grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in heads]
-        flat = torch.cat([torch.stack(rows).reshape(-1)] + head_grads)
+        # the heads the step's tasks reached (the same on every rank: every rank runs the same tasks); the others
+        # keep no gradient, as in one process
+        heads = [p for p in self.model.parameters() if p.grad is not None and id(p) not in ids]
+        flat = torch.cat([torch.stack(rows).reshape(-1)] + [p.grad.reshape(-1) for p in heads])
         dist.all_reduce(flat)
         flat /= self.world_size
         dims = rows[0].numel()

@@ -3,7 +3,8 @@
 Each task has 4 fixed batches of 4 examples. Two ranks take batches (0, 2) and (1, 3); one process gets the
 same examples as 2 batches of 8: (0 + 1), (2 + 3). With dropout off, the mean losses make the averaged
 gradient of the ranks the gradient of the combined batch, so after the same steps the parameters agree to
-float rounding. Run for the plain summed step and for PCGrad (task gradients averaged, then projected).
+float rounding. Run for the plain summed step and for PCGrad (task gradients averaged, then projected), with
+two tasks per step of three, so that every step leaves one head without a gradient.
 """
 import os
 import socket
@@ -71,8 +72,9 @@ def _model():
 
 
 def _config(out_dir, pcgrad):
+    # two tasks per step of three: each step leaves one head without a gradient
     return TrainConfig(epochs=2, lr=1e-3, warmup_ratio=0.0, schedule="linear", task_sampling="round_robin",
-                       pcgrad=pcgrad, out_dir=str(out_dir), seed=3)
+                       tasks_per_step=2, pcgrad=pcgrad, out_dir=str(out_dir), seed=3)
 
 
 def _train(combined: bool, out_dir, pcgrad: bool):
@@ -89,7 +91,7 @@ def _worker(rank, world_size, port, out_dir, pcgrad):
     torch.set_num_threads(1)
     try:
         model, trainer = _train(False, out_dir, pcgrad)
-        assert trainer.steps_per_epoch == 2 and trainer.ddp is not None
+        assert trainer.steps_per_epoch == 3 and trainer.ddp is not None
         torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         if dist.is_initialized():
@@ -106,7 +108,7 @@ def _free_port():
 def test_two_gloo_processes_equal_one_process_on_the_combined_batch(tmp_path, pcgrad):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), pcgrad), nprocs=2, join=True)
     single, trainer = _train(True, tmp_path / "single", pcgrad)
-    assert trainer.steps_per_epoch == 2
+    assert trainer.steps_per_epoch == 3
     ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1)]
     start = _model().state_dict()
     for name, expected in single.state_dict().items():
