@@ -244,14 +244,16 @@ class BertModel(PreTrainedMixin, nn.Module):
         x = self.embeddings(input_ids, token_type_ids, inputs_embeds)  # (B, T, C)
         mask = None if no_padding(attention_mask) else additive_attention_mask(attention_mask, x.dtype)  # (B, 1, 1, T)
 
-        hidden_states, attentions = [x], []
+        hidden_states = [x] if output_hidden_states else []  # kept only when asked for: each is (B, T, C)
+        attentions = []
         for layer in self.layers:
             if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 # recompute this layer's activations in the backward pass instead of storing them
                 x, probs = checkpoint(layer, x, mask, output_attentions, use_reentrant=False)
             else:
                 x, probs = layer(x, mask, output_attentions)
-            hidden_states.append(x)
+            if output_hidden_states:
+                hidden_states.append(x)
             attentions.append(probs)
 
         return BertOutput(

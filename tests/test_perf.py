@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import RANDOM_CONFIGS, hf_bert_config
-from minibert import BertModel, tiny_config
+from minibert import BertConfig, BertModel, tiny_config
 from minibert import model as model_module
 from minibert.checkpoint import fuse_qkv, hf_to_minibert, minibert_to_hf, split_qkv
 from minibert.functional import gelu, gelu_tanh
@@ -93,6 +93,22 @@ def test_live_tensor_bytes_counts_views_once_and_frees():
         c = torch.ones(100, 250)  # +100,000 after both were freed
     assert tracker.peak == 1_500_000 and tracker.current == 100_000
     del c
+
+
+def test_inference_keeps_no_more_tensors_alive_than_transformers():
+    """Hidden states are kept only when asked for: otherwise each layer's output is freed as the next runs."""
+    from bench_bert import LiveTensorBytes, make_inputs
+    cfg = hf_bert_config(vocab_size=99, hidden_size=64, num_hidden_layers=8, num_attention_heads=4, intermediate_size=64)
+    theirs = transformers.BertModel(cfg).eval()
+    ours = BertModel(BertConfig.from_dict(cfg.to_dict())).eval()
+    ours.load_state_dict(hf_to_minibert(theirs.state_dict())[0])
+    ids, mask, types = make_inputs(99, 8, 32, "none")
+    peaks = []
+    for run in (lambda: ours(ids, mask, types), lambda: theirs(input_ids=ids, attention_mask=mask, token_type_ids=types)):
+        with torch.inference_mode(), LiveTensorBytes() as tracker:
+            run()
+        peaks.append(tracker.peak)
+    assert peaks[0] <= peaks[1], peaks
 
 
 def test_speed_mode_smoke(capsys):
