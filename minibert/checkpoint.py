@@ -1,10 +1,8 @@
 """Reading and writing HuggingFace BERT checkpoints.
 
 One explicit table, `KEY_TABLE`, maps HuggingFace's parameter names onto ours; it is used in both
-directions (loading and `save_pretrained`). It maps one to one: HF's separate query, key and value
-projections keep their own names here (`layers.{i}.attn.query.weight`, ...), and one more step, `fuse_qkv` /
-`split_qkv`, stacks them into the model's single `layers.{i}.attn.qkv` projection on the way in and cuts it
-back into three on the way out. Around it, the loader deals with the variations found in real checkpoints:
+directions (loading and `save_pretrained`). Around it, the loader deals with the variations found in real
+checkpoints:
 - a `bert.` prefix (BertForPreTraining, BertForMaskedLM, BertForSequenceClassification);
 - old TensorFlow-converted names `gamma` / `beta` for LayerNorm weight / bias;
 - `position_ids` buffers, which are not parameters;
@@ -79,46 +77,6 @@ def _translate(key: str, table) -> Optional[str]:
     return None
 
 
-_QKV_PART = re.compile(r"(?P<attn>(.*\.)?attn\.)(?P<part>query|key|value)\.(?P<p>weight|bias)$")
-_QKV_FUSED = re.compile(r"(?P<attn>(.*\.)?attn\.)qkv\.(?P<p>weight|bias)$")
-QKV_PARTS = ("query", "key", "value")
-
-
-def fuse_qkv(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Stack each layer's attn.query / attn.key / attn.value into attn.qkv ([W_q; W_k; W_v] along dim 0).
-
-    A layer that lacks one of the three keeps the others under their own names, so that a check can name the
-    missing one.
-    """
-    out, groups = {}, {}
-    for key, tensor in state.items():
-        match = _QKV_PART.match(key)
-        if match:
-            groups.setdefault((match["attn"], match["p"]), {})[match["part"]] = (key, tensor)
-        else:
-            out[key] = tensor
-    for (attn, p), parts in groups.items():
-        if set(parts) == set(QKV_PARTS):
-            out[f"{attn}qkv.{p}"] = torch.cat([parts[name][1] for name in QKV_PARTS])
-        else:
-            out.update(parts.values())
-    return out
-
-
-def split_qkv(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """The inverse of `fuse_qkv`: each attn.qkv cut into attn.query, attn.key and attn.value (copies, so that
-    each can be saved on its own)."""
-    out = {}
-    for key, tensor in state.items():
-        match = _QKV_FUSED.match(key)
-        if match:
-            for name, part in zip(QKV_PARTS, tensor.chunk(3, dim=0)):
-                out[f"{match['attn']}{name}.{match['p']}"] = part.clone()
-        else:
-            out[key] = tensor
-    return out
-
-
 def normalise_hf_key(key: str) -> str:
     """Strip the `bert.` prefix and rename old LayerNorm gamma/beta; the decoder bias has two historic homes."""
     if key.startswith("bert."):
@@ -131,8 +89,7 @@ def normalise_hf_key(key: str) -> str:
 
 
 def hf_to_minibert(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Rename a HuggingFace state dict and fuse q/k/v; returns (our state dict, HF keys that map to nothing and
-    are not ignorable)."""
+    """Rename a HuggingFace state dict; returns (our state dict, HF keys that map to nothing and are not ignorable)."""
     ours, unexpected = {}, []
     for raw_key, tensor in state.items():
         key = normalise_hf_key(raw_key)
@@ -141,14 +98,13 @@ def hf_to_minibert(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tens
             ours[name] = tensor
         elif not any(p.match(key) for p in _IGNORED):
             unexpected.append(raw_key)
-    return fuse_qkv(ours), unexpected
+    return ours, unexpected
 
 
 def minibert_to_hf(state: Dict[str, torch.Tensor], prefix: str = "") -> Dict[str, torch.Tensor]:
-    """Our names -> HuggingFace's (with `prefix`, e.g. 'bert.' for encoder keys of a model with a head); each
-    fused attn.qkv becomes HF's three projections. Works on any dict keyed by parameter name (e.g. gradients)."""
+    """Our names -> HuggingFace's (with `prefix`, e.g. 'bert.' for encoder keys of a model with a head)."""
     out = {}
-    for key, tensor in split_qkv(state).items():
+    for key, tensor in state.items():
         inner = key[len("bert."):] if key.startswith("bert.") else key
         hf = _translate(inner, _OURS_TO_HF)
         if hf is None:
@@ -178,8 +134,7 @@ def read_state_dict(folder: Path) -> Tuple[Dict[str, torch.Tensor], Path]:
 
 
 def _check_and_load(model: torch.nn.Module, ours: Dict[str, torch.Tensor], unexpected: List[str], source: Path):
-    # compared with q, k and v apart, so that every problem is named as in KEY_TABLE (one key per HF key)
-    expected, ours = split_qkv(model.state_dict()), split_qkv(ours)
+    expected = model.state_dict()
     missing = sorted(k for k in expected if k not in ours)
     # HF checkpoints of headed models may lack the pooler, and some omit the MLM decoder bias: those keep
     # their initial values (as in HF, with a warning). Anything else missing is an error.
@@ -199,7 +154,7 @@ def _check_and_load(model: torch.nn.Module, ours: Dict[str, torch.Tensor], unexp
         problems.append(f"mis-shaped keys ({len(shapes)}): {'; '.join(shapes)}")
     if problems:
         raise CheckpointError(f"Checkpoint {source} does not fit {type(model).__name__}:\n  " + "\n  ".join(problems))
-    model.load_state_dict(fuse_qkv(ours), strict=False)
+    model.load_state_dict(ours, strict=False)
 
 
 def load_pretrained(cls, name_or_path=None, **config_overrides):

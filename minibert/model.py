@@ -81,38 +81,28 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention: project to queries, keys and values, attend per head, merge, project out.
-
-    The three projections are one nn.Linear(C, 3C) whose weight is W_query, W_key and W_value stacked (one
-    matmul instead of three is faster); HuggingFace checkpoints keep them apart, and checkpoint.py stacks
-    them on load and splits them on save.
-    """
+    """Multi-head self-attention: project to queries, keys and values, attend per head, merge, project out."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         C = config.hidden_size
         self.num_heads = config.num_attention_heads
-        self.qkv = nn.Linear(C, 3 * C)  # query, key and value projections in one
+        self.query = nn.Linear(C, C)
+        self.key = nn.Linear(C, C)
+        self.value = nn.Linear(C, C)
         self.out = nn.Linear(C, C)
         self.dropout_p = config.attention_probs_dropout_prob
         self.manual = config.attn_implementation == "manual"
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor], output_attentions: bool = False):
-        q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 × (B, T, C)
-        q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))  # 3 × (B, nh, T, hs)
+        q = split_heads(self.query(x), self.num_heads)  # (B, nh, T, hs)
+        k = split_heads(self.key(x), self.num_heads)
+        v = split_heads(self.value(x), self.num_heads)
         if self.manual or output_attentions:  # the written-out path is the one that can return probabilities
             context, probs = attention(q, k, v, mask, self.dropout_p, self.training)
         else:
             context, probs = fast_attention(q, k, v, mask, self.dropout_p, self.training), None
         return self.out(merge_heads(context)), probs  # (B, T, C), (B, nh, T, T) or None
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Also accept the projections apart (query/key/value, as minibert saved them before they were fused).
-        for p in ("weight", "bias"):
-            parts = [f"{prefix}{name}.{p}" for name in ("query", "key", "value")]
-            if all(key in state_dict for key in parts):
-                state_dict[f"{prefix}qkv.{p}"] = torch.cat([state_dict.pop(key) for key in parts])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class FeedForward(nn.Module):

@@ -1,56 +1,19 @@
-"""The fast paths are invisible: fused q/k/v (and its loader steps), the unpadded mask left out, torch's GELU
-kernel; plus smoke tests of benchmarks/bench_bert.py and its memory tracker."""
+"""The fast paths are invisible: the unpadded mask left out, torch's GELU kernel, hidden states kept only when
+asked for; --compile and the CLI flags; smoke tests of benchmarks/bench_bert.py and its memory tracker."""
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import RANDOM_CONFIGS, hf_bert_config
+from conftest import hf_bert_config
 from minibert import BertConfig, BertModel, tiny_config
 from minibert import model as model_module
-from minibert.checkpoint import fuse_qkv, hf_to_minibert, minibert_to_hf, split_qkv
+from minibert.checkpoint import hf_to_minibert
 from minibert.functional import gelu, gelu_tanh
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 transformers = pytest.importorskip("transformers")
-
-
-def test_qkv_is_huggingface_query_key_value_stacked(tmp_path):
-    hf = transformers.BertModel(hf_bert_config(**RANDOM_CONFIGS["wide-heads"]))
-    hf.save_pretrained(tmp_path)
-    ours = BertModel.from_pretrained(tmp_path)
-    for i, layer in enumerate(hf.encoder.layer):
-        s = layer.attention.self
-        for p in ("weight", "bias"):
-            expected = torch.cat([getattr(s.query, p), getattr(s.key, p), getattr(s.value, p)])
-            assert torch.equal(getattr(ours.layers[i].attn.qkv, p), expected)
-
-
-def test_fuse_and_split_are_inverse_and_keep_a_partial_triple_apart():
-    state = {k: v for k, v in BertModel(tiny_config()).state_dict().items()}
-    unfused = split_qkv(state)
-    assert "layers.0.attn.query.weight" in unfused and "layers.0.attn.qkv.weight" not in unfused
-    assert len(unfused) == len(state) + 2 * 2 * tiny_config().num_hidden_layers  # weight and bias: 1 -> 3
-    back = fuse_qkv(unfused)
-    assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
-    prefixed = fuse_qkv({"bert." + k: v for k, v in unfused.items()})
-    assert torch.equal(prefixed["bert.layers.1.attn.qkv.bias"], state["layers.1.attn.qkv.bias"])
-    del unfused["layers.1.attn.key.weight"]
-    partial = fuse_qkv(unfused)
-    assert "layers.1.attn.qkv.weight" not in partial
-    assert {"layers.1.attn.query.weight", "layers.1.attn.value.weight"} <= set(partial)
-    hf = minibert_to_hf(state)
-    assert set(hf_to_minibert(hf)[0]) == set(state)
-
-
-def test_a_state_dict_with_separate_projections_still_loads():
-    """minibert's own files (best.pt, last.pt) written before the fusion hold query/key/value apart."""
-    model = BertModel(tiny_config())
-    old = split_qkv(model.state_dict())
-    fresh = BertModel(tiny_config())
-    fresh.load_state_dict(old)  # strict: nothing missing, nothing unexpected
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
 
 
 def test_an_unpadded_batch_reaches_sdpa_without_a_mask(monkeypatch):
