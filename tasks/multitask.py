@@ -6,6 +6,7 @@
 
 Writes predictions/{sst,para,sts}-{dev,test}-output.csv, and runs/multitask/{metrics.jsonl,best.pt,last.pt}.
 """
+import argparse
 import os
 import sys
 
@@ -26,6 +27,8 @@ def parse_args(argv=None):
     g.add_argument("--para_head", choices=PARA_HEADS, default="cross")
     g.add_argument("--sts_head", choices=STS_HEADS, default="cosine")
     g.add_argument("--sts_loss", choices=("mse", "mse+corr"), default="mse")
+    g.add_argument("--symmetric_pairs", action=argparse.BooleanOptionalAction, default=False,
+                   help="train on each pair in a random order per epoch and predict from the mean over both orders")
     for name in TASKS:
         g.add_argument(f"--{name}_batch_size", type=int, default=None, help="default: --batch_size")
         add_task_file_args(parser, name, name)
@@ -39,7 +42,7 @@ def main(argv=None):
     files = {name: task_files(args, name, name) for name in args.tasks}
     batch_sizes = {name: getattr(args, f"{name}_batch_size") for name in args.tasks}
     return run(args, args.tasks, files, batch_sizes, para_head=args.para_head, sts_head=args.sts_head,
-               sts_loss=args.sts_loss)
+               sts_loss=args.sts_loss, symmetric_pairs=args.symmetric_pairs)
 
 
 if __name__ == "__main__":

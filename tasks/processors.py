@@ -6,6 +6,8 @@ itself knows nothing about sentiment or paraphrases.
 """
 from __future__ import annotations
 
+import dataclasses
+import random
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
@@ -49,6 +51,10 @@ class Processor:
     def collator(self):
         raise NotImplementedError
 
+    def train_collator(self, epoch: int):
+        """The collator of training batches (pair processors may vary the examples per epoch)."""
+        return self.collator()
+
     def num_batches(self) -> int:
         return -(-len(self.splits["train"]) // self.batch_size)
 
@@ -58,7 +64,7 @@ class Processor:
             self._lengths = example_lengths(self.splits["train"], self.tokenizer, self.max_length)
         sampler = LengthBucketSampler(self._lengths, self.batch_size, shuffle=True, seed=self.seed)
         sampler.set_epoch(epoch)
-        return iter(DataLoader(self.splits["train"], batch_sampler=sampler, collate_fn=self.collator()))
+        return iter(DataLoader(self.splits["train"], batch_sampler=sampler, collate_fn=self.train_collator(epoch)))
 
     def loss(self, model, batch) -> torch.Tensor:
         raise NotImplementedError
@@ -72,16 +78,19 @@ class Processor:
         """Predictions for every example of a split, in file order (batches sorted by length for speed)."""
         examples = self.splits[split]
         order = sorted(range(len(examples)), key=lambda i: _text_length(examples[i]))
-        collate, preds = self.collator(), [None] * len(examples)
+        preds = [None] * len(examples)
         was_training = model.training
         model.eval()
         for start in range(0, len(order), self.eval_batch_size):
             idx = order[start:start + self.eval_batch_size]
-            batch = to_device(collate([examples[i] for i in idx]), device)
-            for i, p in zip(idx, self.outputs_to_predictions(model, batch)):
+            for i, p in zip(idx, self.predict_examples(model, [examples[i] for i in idx], device)):
                 preds[i] = p
         model.train(was_training)
         return preds
+
+    def predict_examples(self, model, examples: Sequence, device) -> list:
+        """Predictions for one evaluation batch of examples."""
+        return self.outputs_to_predictions(model, to_device(self.collator()(examples), device))
 
     def score(self, preds: Sequence, split: str = "dev") -> float:
         gold = [e.label for e in self.splits[split]]
@@ -104,38 +113,84 @@ class SentimentProcessor(Processor):
         return model.sentiment_logits(batch).argmax(-1).tolist()
 
 
-class ParaphraseProcessor(Processor):
-    """Quora: pair -> is it a paraphrase; binary cross-entropy on one logit."""
+def swapped(example):
+    """The same pair in the other order: (a, b) -> (b, a)."""
+    return dataclasses.replace(example, sentence1=example.sentence2, sentence2=example.sentence1)
 
-    def __init__(self, *args, form: str = "cross", **kw):
+
+class SwapCollator:
+    """Training collate_fn that puts each pair in a random order, fixed by (seed, epoch)."""
+
+    def __init__(self, collate, seed: int, epoch: int):
+        self.collate, self.rng = collate, random.Random(seed * 1_000_003 + epoch + 7)
+
+    def __call__(self, examples):
+        return self.collate([swapped(e) if self.rng.random() < 0.5 else e for e in examples])
+
+
+class PairProcessor(Processor):
+    """A sentence-pair task. Paraphrase and similarity are symmetric relations, but a cross-encoder's input
+    `[CLS] a [SEP] b [SEP]` (and Siamese [u; v; |u−v|; u∗v]) is not: with `symmetric=True` training sees
+    each pair in a random order every epoch, and a prediction averages the model's output over both orders.
+    """
+
+    def __init__(self, *args, form: str = "cross", symmetric: bool = False, **kw):
         super().__init__(*args, **kw)
-        self.form = form
+        self.form, self.symmetric = form, symmetric
 
     def collator(self):
         return PairCollator(self.tokenizer, self.form, self.max_length)
+
+    def train_collator(self, epoch: int):
+        return SwapCollator(self.collator(), self.seed, epoch) if self.symmetric else self.collator()
+
+    def raw_outputs(self, model, batch) -> torch.Tensor:
+        """(B,) float scores that predictions are made from."""
+        raise NotImplementedError
+
+    def to_predictions(self, raw: torch.Tensor) -> list:
+        raise NotImplementedError
+
+    def outputs_to_predictions(self, model, batch):
+        return self.to_predictions(self.raw_outputs(model, batch).float())
+
+    def predict_examples(self, model, examples, device):
+        if not self.symmetric:
+            return super().predict_examples(model, examples, device)
+        collate = self.collator()
+        both = [self.raw_outputs(model, to_device(collate(exs), device)).float()
+                for exs in (examples, [swapped(e) for e in examples])]
+        return self.to_predictions((both[0] + both[1]) / 2)
+
+
+class ParaphraseProcessor(PairProcessor):
+    """Quora: pair -> is it a paraphrase; binary cross-entropy on one logit."""
 
     def loss(self, model, batch):
         return F.binary_cross_entropy_with_logits(model.paraphrase_logits(batch), batch["labels"].float())
 
-    def outputs_to_predictions(self, model, batch):
-        return (model.paraphrase_logits(batch) > 0).long().tolist()
+    def raw_outputs(self, model, batch):
+        return model.paraphrase_logits(batch)
+
+    def to_predictions(self, raw):
+        return (raw > 0).long().tolist()
 
 
-class SimilarityProcessor(Processor):
+class SimilarityProcessor(PairProcessor):
     """STS: pair -> similarity 0–5; trained on the 0–1 scale (label / 5)."""
 
     def __init__(self, *args, form: str = "siamese", loss_kind: str = "mse", **kw):
-        super().__init__(*args, **kw)
-        self.form, self.loss_kind = form, loss_kind
-
-    def collator(self):
-        return PairCollator(self.tokenizer, self.form, self.max_length)
+        super().__init__(*args, form=form, **kw)
+        self.loss_kind = loss_kind
 
     def loss(self, model, batch):
         return similarity_loss(model.similarity_scores(batch).float(), batch["labels"].float() / 5.0, self.loss_kind)
 
-    def outputs_to_predictions(self, model, batch):
-        return (5.0 * model.similarity_scores(batch).float()).clamp(0.0, 5.0).tolist()
+    def raw_outputs(self, model, batch):
+        return model.similarity_scores(batch)
+
+    def to_predictions(self, raw):
+        return (5.0 * raw).clamp(0.0, 5.0).tolist()
 
 
 PROCESSORS = {"sst": SentimentProcessor, "cfimdb": SentimentProcessor, "para": ParaphraseProcessor,

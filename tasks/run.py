@@ -103,7 +103,8 @@ def make_evaluator(processors: Dict[str, object], device) -> typing.Callable:
 
 
 def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], batch_sizes: Optional[Dict[str, int]] = None,
-        para_head: str = "cross", sts_head: str = "cosine", sts_loss: str = "mse") -> Dict[str, float]:
+        para_head: str = "cross", sts_head: str = "cosine", sts_loss: str = "mse",
+        symmetric_pairs: bool = False) -> Dict[str, float]:
     """Build the model and processors for `tasks`, train, reload the best epoch, score dev, write predictions.
 
     Under `torchrun --nproc_per_node N` every process trains (see tasks/trainer.py); rank 0 alone prints, predicts
@@ -128,8 +129,9 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], batch_sizes: O
 
     processors = {}
     for name in tasks:
-        extra = {"para": {"form": para_head}, "sts": {"form": "cross" if sts_head == "cross" else "siamese",
-                                                      "loss_kind": sts_loss}}.get(name, {})
+        extra = {"para": {"form": para_head, "symmetric": symmetric_pairs},
+                 "sts": {"form": "cross" if sts_head == "cross" else "siamese", "loss_kind": sts_loss,
+                         "symmetric": symmetric_pairs and sts_head == "cross"}}.get(name, {})
         processors[name] = PROCESSORS[name].from_files(
             name, tokenizer, train=files[name]["train"], dev=files[name]["dev"],
             test=files[name]["test"] if getattr(args, "predict_test", True) else None,

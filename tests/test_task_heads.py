@@ -87,3 +87,44 @@ def test_pearson_loss_against_numpy_and_scipy():
 def test_overall_score_is_the_coursework_formula():
     assert overall_score({"sst": 0.5, "para": 0.8, "sts": 0.6}) == pytest.approx((0.5 + 0.8 + 0.8) / 3)
     assert overall_score({"sst": 0.5}) == 0.5
+
+
+def test_symmetric_pairs_swap_in_training_and_average_both_orders_in_prediction(parts):
+    from tasks.processors import ParaphraseProcessor, SimilarityProcessor, swapped
+
+    encoder, tok = parts
+    model = MultitaskBert(encoder, num_labels=5, para_head="cross", sts_head="cross").eval()
+    pairs = [PairExample(str(i), s, SENTS[-1 - i], float(i % 2)) for i, s in enumerate(SENTS)]
+    proc = ParaphraseProcessor("para", tok, train=pairs * 8, dev=pairs, batch_size=4, seed=3, symmetric=True)
+
+    # training: the same batches as without the flag, about half the pairs in the other order
+    plain = ParaphraseProcessor("para", tok, train=pairs * 8, batch_size=4, seed=3)
+    by_id = {e.id: e for e in pairs}
+    flipped = kept = 0
+    for sym, ref in zip(proc.batches(0), plain.batches(0)):
+        assert sym["ids"] == ref["ids"]
+        for row, ex_id in enumerate(sym["ids"]):
+            ids = sym["input_ids"][row][sym["attention_mask"][row].bool()].tolist()
+            one = tok(by_id[ex_id].sentence1, by_id[ex_id].sentence2)["input_ids"][0].tolist()
+            other = tok(by_id[ex_id].sentence2, by_id[ex_id].sentence1)["input_ids"][0].tolist()
+            assert ids in (one, other)
+            flipped, kept = flipped + (ids == other), kept + (ids == one)
+    assert flipped > 4 and kept > 4
+    again = [b["input_ids"].tolist() for b in proc.batches(0)]
+    assert again == [b["input_ids"].tolist() for b in proc.batches(0)]  # fixed by (seed, epoch)
+
+    # prediction: the mean of the two orders' logits, so swapping every dev pair changes nothing
+    with torch.no_grad():
+        collate = PairCollator(tok, "cross")
+        forward = model.paraphrase_logits(collate(pairs))
+        backward = model.paraphrase_logits(collate([swapped(e) for e in pairs]))
+    assert not torch.allclose(forward, backward)  # the cross-encoder alone is order-dependent
+    expected = ((forward + backward) / 2 > 0).long().tolist()
+    assert proc.predict(model, "dev") == expected
+    proc.splits["dev"] = [swapped(e) for e in pairs]
+    assert proc.predict(model, "dev") == expected
+
+    sts = SimilarityProcessor("sts", tok, dev=pairs, form="cross", symmetric=True)
+    with torch.no_grad():
+        mean = (model.similarity_scores(collate(pairs)) + model.similarity_scores(collate([swapped(e) for e in pairs]))) / 2
+    assert torch.allclose(torch.tensor(sts.predict(model, "dev")), (5 * mean).clamp(0, 5), atol=1e-6)
