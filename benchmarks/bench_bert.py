@@ -478,7 +478,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--model", default=None, help="checkpoint for epoch mode (default: the embedded MiniLM)")
     g.add_argument("--batch_size", type=int, default=32)
     g.add_argument("--max_length", type=int, default=128)
-    g.add_argument("--max_examples", type=int, default=None, help="first N training sentences (quick checks)")
+    g.add_argument("--max_examples", type=int, default=None, help="a fixed random N training sentences (quick checks)")
     g.add_argument("--epoch_dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast, CUDA only")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:

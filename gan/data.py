@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from tasks.data import SentenceCollator, get_task
+from tasks.data import SentenceCollator, get_task, subsample
 from tasks.processors import SentimentProcessor
 
 IGNORE = -100  # the label of an unlabelled row (F.cross_entropy's ignore_index)
@@ -95,7 +95,7 @@ def semi_supervised(task: str, tokenizer, files: Dict[str, str], labeled_fractio
     """The processor of one run. Every method gets the GAN's number of steps per epoch (the same budget);
     "plain" spends them on the labelled rows alone, cycled, as it cannot use unlabelled ones."""
     load = get_task(task).loader
-    train, dev, test = (load(Path(files[s]))[:max_examples] if files.get(s) else [] for s in ("train", "dev", "test"))
+    train, dev, test = (subsample(load(Path(files[s])), max_examples) if files.get(s) else [] for s in ("train", "dev", "test"))
     lab_idx, pool = labeled_split([e.label for e in train], labeled_fraction, seed)
     unl_idx = unlabeled_subset(pool, unlabeled_fraction, seed)
     labeled, unlabeled = [train[i] for i in lab_idx], [train[i] for i in unl_idx]

@@ -32,7 +32,7 @@ from gan import train  # noqa: E402
 from gan.plots import plot_embeddings  # noqa: E402
 from gan.probe import fit_linear_probe, pca, project, spread_ratio  # noqa: E402
 from minibert import Tokenizer  # noqa: E402
-from tasks.data import SentenceCollator, get_task  # noqa: E402
+from tasks.data import SentenceCollator, get_task, subsample  # noqa: E402
 from tasks.processors import to_device  # noqa: E402
 from tasks.run import task_files  # noqa: E402
 from tasks.trainer import pick_device  # noqa: E402
@@ -52,7 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--fractions", nargs="+", type=float, default=[0.1], help="labelled fractions to train at")
     p.add_argument("--seeds", nargs="+", type=int, default=[1], help="one model per seed")
     p.add_argument("--epochs", type=int, default=3, help="epochs per model")
-    p.add_argument("--max_examples", type=int, default=None, help="first N rows of each file")
+    p.add_argument("--max_examples", type=int, default=None, help="a fixed random N rows of each file")
     p.add_argument("--per_class", type=int, default=200, help="generated embeddings per class")
     p.add_argument("--out_dir", default="runs/gan_embeddings")
     args, passthrough = p.parse_known_args(argv)
@@ -84,7 +84,7 @@ def analyze(model, meta: dict, files: dict, max_examples, max_length: int, per_c
     tokenizer = Tokenizer.from_pretrained(meta["model"])
     model.to(device).eval()
     load = get_task(task).loader
-    train_rows, dev_rows = load(Path(files["train"]))[:max_examples], load(Path(files["dev"]))[:max_examples]
+    train_rows, dev_rows = subsample(load(Path(files["train"])), max_examples), subsample(load(Path(files["dev"])), max_examples)
     x_train = embed_examples(model, train_rows, tokenizer, max_length, device)  # (N, C)
     y_train = torch.tensor([e.label for e in train_rows])
     x_dev = embed_examples(model, dev_rows, tokenizer, max_length, device)

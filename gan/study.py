@@ -50,7 +50,7 @@ def parse_args(argv=None):
                    help="unlabelled fractions (of the rows left unlabelled), one panel each")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2], help="one run per seed (data split and init)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per run")
-    p.add_argument("--max_examples", type=int, default=None, help="first N rows of each file (quick grids)")
+    p.add_argument("--max_examples", type=int, default=None, help="a fixed random N rows of each file (quick grids)")
     p.add_argument("--out_dir", default="runs/gan_study")
     p.add_argument("--resume", action="store_true", help="skip the cells already in results.csv")
     p.add_argument("--overwrite", action="store_true", help="start over, discarding an existing results.csv")

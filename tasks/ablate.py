@@ -130,7 +130,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default=None, help="checkpoint (default: the embedded all-MiniLM-L6-v2)")
     p.add_argument("--data_dir", default=str(REPO / "data"))
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs, the same for every technique")
-    p.add_argument("--max_examples", type=int, default=None, help="first N examples of each split (quick runs)")
+    p.add_argument("--max_examples", type=int, default=None, help="a fixed random N examples of each split (quick runs)")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4, help="encoder learning rate (as tasks/multitask.py)")
     p.add_argument("--head_lr", type=float, default=1e-3, help="heads' learning rate (as tasks/multitask.py)")

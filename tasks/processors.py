@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .data import LengthBucketSampler, PairCollator, SentenceCollator, example_lengths, get_task
+from .data import LengthBucketSampler, PairCollator, SentenceCollator, example_lengths, get_task, subsample
 from .losses import similarity_loss
 from .metrics import accuracy, pearson_r, write_predictions
 
@@ -41,9 +41,9 @@ class Processor:
 
     @classmethod
     def from_files(cls, name: str, tokenizer, train=None, dev=None, test=None, max_examples: Optional[int] = None, **kw):
-        """Load the given files (paths; None skips a split). `max_examples` keeps the first N of each, for quick runs."""
+        """Load the given files (paths; None skips a split). `max_examples` keeps a fixed random N of each (quick runs)."""
         task = get_task(name)
-        splits = {s: ([] if p is None else task.loader(Path(p))[:max_examples]) for s, p in
+        splits = {s: ([] if p is None else subsample(task.loader(Path(p)), max_examples)) for s, p in
                   (("train", train), ("dev", dev), ("test", test))}
         return cls(name, tokenizer, **splits, **kw)
 

@@ -63,7 +63,7 @@ def base_parser(description: str, **train_defaults) -> argparse.ArgumentParser:
                    help="recompute each layer's activations in the backward pass: less memory, more time (large models)")
     g = parser.add_argument_group("data")
     g.add_argument("--data_dir", default=str(REPO / "data"), help="folder with the CS224N files")
-    g.add_argument("--max_examples", type=int, default=None, help="use the first N examples of each file (quick runs)")
+    g.add_argument("--max_examples", type=int, default=None, help="use a fixed random N examples of each file (quick runs)")
     g.add_argument("--batch_size", type=int, default=32)
     g.add_argument("--predictions_dir", default=str(REPO / "predictions"))
     g.add_argument("--predict_test", action=argparse.BooleanOptionalAction, default=True,

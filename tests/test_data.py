@@ -273,3 +273,15 @@ def test_fetch_downloads_what_the_source_lacks_and_reports_failures(tmp_path, mo
     assert "does not look like a CS224N data file" in out and not list(dest.glob(".*.part"))
     rc = fetch_data.main(["--data_dir", str(dest), "--source", str(_source(tmp_path / "b", ALL_FILES[11:]))])
     assert rc == 0 and (dest / "sts-test-student.csv").is_file()
+
+
+def test_subsample_is_a_fixed_random_sample_in_file_order():
+    from tasks.data import subsample
+
+    rows = list(range(100))
+    a = subsample(rows, 10)
+    assert a == subsample(rows, 10) == sorted(a) and len(set(a)) == 10
+    assert a != rows[:10]  # not the prefix: files are ordered (SST train starts with mostly positive rows)
+    assert subsample(rows, None) == rows and subsample(rows, 500) == rows and subsample(rows, 0) == []
+    with pytest.raises(ValueError, match="max_examples"):
+        subsample(rows, -1)
