@@ -208,7 +208,7 @@ def main(argv=None):
     rows = summarize(records, list(dict.fromkeys(["plain", *args.techniques])))
     wall = time.time() - started
     header = (f"Ablation on {args.task} (dev {metric}), {len(args.seeds)} seeds, {args.epochs} fine-tuning epoch(s)"
-              f"{f', first {args.max_examples} examples' if args.max_examples else ''}; this invocation took "
+              f"{f', a fixed random {args.max_examples} examples per split' if args.max_examples else ''}; this invocation took "
               f"{wall / 60:.1f} min.\n\nCommand: `{command}`")
     write_tables(rows, out_dir, metric, header)
     print((out_dir / "table.md").read_text())
