@@ -1,11 +1,14 @@
 """Every technique flag end to end through the CLIs, on a tiny random BERT and 16 synthetic examples."""
 import json
+from collections import Counter
 
 import pytest
 import torch
 
 from minibert import BertModel, Tokenizer
 from tasks import classifier, multitask
+from tasks.contrastive import balanced_sizes
+from tasks.data import load_sentiment, subsample
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -104,8 +107,11 @@ def test_multitask_phases_use_every_tasks_sentences_and_the_labelled_ones(tiny_c
     assert set(scores) == {"sst", "para", "overall"}
     out = capsys.readouterr().out
     assert "phase dae: 48 training examples" in out  # 16 SST sentences + 16 Quora pairs
-    # SST only: its first 16 labels hold classes of 8, 4, 2, 1, 1 examples, resized to 12, 6, 5, 4, 4 (eq. 4, 5)
-    assert "phase contrastive: 31 training examples" in out
+    # SST only: the 16 sampled rows' classes, resized by eq. 4-5 (checked against hand-computed sizes elsewhere)
+    counts = Counter(e.label for e in subsample(load_sentiment(tiny_data / "ids-sst-train.csv"), 16))
+    assert len(counts) > 1 and max(counts.values()) > min(counts.values())  # imbalanced: copies are made
+    expected = sum(balanced_sizes(dict(counts)).values())
+    assert expected > 16 and f"phase contrastive: {expected} training examples" in out
     with pytest.raises(ValueError, match="sentence-classification"):
         multitask.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--tasks", "sts",
                         "--max_examples", "8", "--phases", "contrastive,finetune", "--out_dir", str(tmp_path / "x")])
