@@ -374,8 +374,6 @@ def speed(args) -> List[Row]:
 # ---- epoch mode ----------------------------------------------------------------------------------------------
 
 def epoch(args) -> List[dict]:
-    from torch.utils.data import DataLoader
-
     from minibert import Tokenizer
     from tasks.data import random_batches
     from tasks.model import MultitaskBert
@@ -385,9 +383,8 @@ def epoch(args) -> List[dict]:
     class RandomBatches(SentimentProcessor):
         """The same processor with plain shuffled batches (no length bucketing): the baseline."""
 
-        def batches(self, epoch: int):
-            sampler = random_batches(len(self.splits["train"]), self.batch_size, seed=self.seed * 1_000_003 + epoch)
-            return iter(DataLoader(self.splits["train"], batch_sampler=sampler, collate_fn=self.collator()))
+        def train_batch_indices(self, epoch: int):
+            return random_batches(len(self.splits["train"]), self.batch_size, seed=self.seed * 1_000_003 + epoch)
 
     data_dir = Path(args.data_dir) if args.data_dir else next(
         (d for d in (REPO / "data", REPO.parent / "shared" / "data") if (d / "ids-sst-train.csv").is_file()), None)

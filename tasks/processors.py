@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterable, Iterator, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,13 +58,18 @@ class Processor:
     def num_batches(self) -> int:
         return -(-len(self.splits["train"]) // self.batch_size)
 
-    def batches(self, epoch: int) -> Iterator[dict]:
-        """One shuffled pass over the training data, length-bucketed to cut padding; order fixed by (seed, epoch)."""
+    def train_batch_indices(self, epoch: int) -> Iterable[List[int]]:
+        """The training examples' indices, batch by batch: length-bucketed to cut padding, shuffled by (seed, epoch)."""
         if self._lengths is None:
             self._lengths = example_lengths(self.splits["train"], self.tokenizer, self.max_length)
         sampler = LengthBucketSampler(self._lengths, self.batch_size, shuffle=True, seed=self.seed)
         sampler.set_epoch(epoch)
-        return iter(DataLoader(self.splits["train"], batch_sampler=sampler, collate_fn=self.train_collator(epoch)))
+        return sampler
+
+    def batches(self, epoch: int) -> Iterator[dict]:
+        """One pass over the training data, collated batch by batch."""
+        return iter(DataLoader(self.splits["train"], batch_sampler=self.train_batch_indices(epoch),
+                               collate_fn=self.train_collator(epoch)))
 
     def loss(self, model, batch) -> torch.Tensor:
         raise NotImplementedError
