@@ -31,6 +31,8 @@ def _text_length(example) -> int:
 class Processor:
     """Base: `batches` for training, `predict` and `score` for evaluation, `loss` per subclass."""
 
+    loss_weight = 1.0  # the trainer scales this task's loss by it (multitask: --{task}_loss_weight)
+
     def __init__(self, name: str, tokenizer, train: Sequence = (), dev: Sequence = (), test: Sequence = (),
                  batch_size: int = 32, max_length: int = 128, seed: int = 0, eval_batch_size: int = 128):
         self.name, self.task = name, get_task(name)

@@ -199,6 +199,12 @@ class _Cycle:
                                  f"{self.world_size} processes") from None
 
 
+def weighted_loss(processor, model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """The processor's loss times its `loss_weight` (1 if it has none): tasks' losses live on different scales
+    (STS's MSE on the 0–1 scale is ~0.03 where cross-entropy is ~1), and a summed step follows the largest."""
+    return getattr(processor, "loss_weight", 1.0) * processor.loss(model, batch)
+
+
 class _TaskLoss(torch.nn.Module):
     """forward(name, batch) = the task's loss: DistributedDataParallel synchronises gradients of what runs
     through forward, and processors call the model's own methods, so DDP wraps this."""
@@ -208,7 +214,7 @@ class _TaskLoss(torch.nn.Module):
         self.model, self.processors = model, processors
 
     def forward(self, name: str, batch: dict) -> torch.Tensor:
-        return self.processors[name].loss(self.model, batch)
+        return weighted_loss(self.processors[name], self.model, batch)
 
 
 class Trainer:
@@ -256,7 +262,7 @@ class Trainer:
 
     def _loss(self, name: str, batch) -> torch.Tensor:
         with self._autocast():
-            return self.processors[name].loss(self.model, to_device(batch, self.device)).float()
+            return weighted_loss(self.processors[name], self.model, to_device(batch, self.device)).float()
 
     def _synced_loss(self, name: str, batch, sync: bool) -> torch.Tensor:
         """The loss through DDP (whose backward then averages the gradients over the ranks if `sync`)."""
@@ -266,7 +272,8 @@ class Trainer:
             return self.ddp(name, to_device(batch, self.device)).float()
 
     def training_step(self, names: List[str], streams: Dict[str, _Cycle]) -> Dict[str, float]:
-        """Forward and backward the step's batches, then clip and update. Returns each task's mean batch loss."""
+        """Forward and backward the step's batches, then clip and update. Returns each task's mean batch loss
+        (unweighted: divided by the task's `loss_weight` again, so curves compare across weightings)."""
         losses: Dict[str, torch.Tensor] = {}  # per task: the sum over its batches in this step
         for i, name in enumerate(names):
             # under DDP, gradients are averaged over the ranks once per step, in the step's last backward
@@ -286,7 +293,8 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {name: loss.item() / names.count(name) for name, loss in losses.items()}
+        return {name: loss.item() / names.count(name) / getattr(self.processors[name], "loss_weight", 1.0)
+                for name, loss in losses.items()}
 
     def _distributed_surgery(self, losses: List[torch.Tensor]) -> None:
         """PCGrad under DDP: per task, a local backward; then one all-reduce averages the [tasks, dims] matrix

@@ -134,6 +134,26 @@ def test_pcgrad_changes_the_update_only_when_tasks_conflict(tmp_path, conflict):
     assert torch.equal(weights[0], weights[1]) != conflict
 
 
+def test_loss_weight_scales_a_tasks_gradient_and_the_reported_loss_stays_unweighted(tmp_path):
+    # equal and opposite gradients cancel; weighting one task 2x leaves its direction in the step
+    moved = {}
+    for weight in (1.0, 2.0):
+        procs = {"a": _Proc([1.0, 0.0, 0.0, 0.0]), "b": _Proc([-1.0, 0.0, 0.0, 0.0])}
+        procs["b"].loss_weight = weight
+        torch.manual_seed(0)
+        model = _Toy()
+        before = model.bert.weight.detach().clone()
+        cfg = TrainConfig(epochs=1, lr=0.1, warmup_ratio=0.0, schedule="constant", weight_decay=0.0,
+                          max_grad_norm=0.0, out_dir=str(tmp_path / str(weight)))
+        trainer = Trainer(model, procs, cfg, lambda m: {"score": 0.0}, show_progress=False)
+        trainer.fit()
+        moved[weight] = model.bert.weight.detach() - before
+        unweighted = (before * torch.tensor([-1.0, 0.0, 0.0, 0.0])).sum().item()
+        assert trainer.history[0]["train_loss"]["b"] == pytest.approx(unweighted, abs=1e-6)
+    assert torch.equal(moved[1.0], torch.zeros(1, 4))
+    assert moved[2.0][0, 0] > 0.09 and torch.equal(moved[2.0][0, 1:], torch.zeros(3))  # down the net gradient −1
+
+
 def test_child_tuning_off_is_bit_identical_and_d_freezes_unchosen_weights(tiny_checkpoint, tiny_data, tmp_path):
     plain, _ = _run(tiny_checkpoint, tiny_data, tmp_path / "plain", epochs=1)
     off, _ = _run(tiny_checkpoint, tiny_data, tmp_path / "off", epochs=1, child_tuning="none")
