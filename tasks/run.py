@@ -104,7 +104,7 @@ def make_evaluator(processors: Dict[str, object], device) -> typing.Callable:
 
 def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], batch_sizes: Optional[Dict[str, int]] = None,
         para_head: str = "cross", sts_head: str = "cosine", sts_loss: str = "mse",
-        symmetric_pairs: bool = False) -> Dict[str, float]:
+        symmetric_pairs: bool = False, loss_weights: Optional[Dict[str, float]] = None) -> Dict[str, float]:
     """Build the model and processors for `tasks`, train, reload the best epoch, score dev, write predictions.
 
     Under `torchrun --nproc_per_node N` every process trains (see tasks/trainer.py); rank 0 alone prints, predicts
@@ -137,6 +137,7 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], batch_sizes: O
             test=files[name]["test"] if getattr(args, "predict_test", True) else None,
             max_examples=args.max_examples, batch_size=(batch_sizes or {}).get(name) or args.batch_size,
             max_length=args.max_length, seed=config.seed, **extra)
+        processors[name].loss_weight = (loss_weights or {}).get(name, 1.0)
         sizes = {s: len(p) for s, p in processors[name].splits.items()}
         log(f"{name}: {sizes['train']} train / {sizes['dev']} dev / {sizes['test']} test examples")
 
