@@ -172,6 +172,19 @@ def test_gradient_checkpointing_gives_equal_gradients():
         assert torch.allclose(a.grad, b.grad, atol=1e-6, rtol=1e-5), name
 
 
+def test_gradient_checkpointing_recomputes_the_same_dropout_masks():
+    plain = BertModel(tiny_config(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)).train()
+    ckpt = BertModel(plain.config.replace(gradient_checkpointing=True)).train()
+    ckpt.load_state_dict(plain.state_dict())
+    ids = torch.randint(1, 99, (3, 8))
+    for model in (plain, ckpt):
+        torch.manual_seed(1)  # the same masks in both forwards; the recomputation must draw them again
+        out = model(ids)
+        (out.last_hidden_state.pow(2).sum() + out.pooler_output.sum()).backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6, rtol=1e-5), name
+
+
 def test_inputs_embeds_replace_the_word_lookup():
     model = BertModel(tiny_config()).eval()
     ids = torch.randint(1, 99, (2, 6))

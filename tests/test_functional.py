@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minibert.functional import (additive_attention_mask, attention, fast_attention, gelu, gelu_tanh, layer_norm,
-                                 merge_heads, split_heads)
+from minibert.functional import (additive_attention_mask, attention, dropout, fast_attention, gelu, gelu_tanh,
+                                 keep_mask, layer_norm, merge_heads, split_heads)
 
 
 def test_gelu_is_exact_erf_gelu():
@@ -92,3 +92,47 @@ def test_attention_dropout_only_in_training():
     assert torch.equal(a, b)
     c, _ = attention(q, k, v, dropout_p=0.5, training=True)
     assert not torch.allclose(a, c)
+
+
+# ---- dropout ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.9, 1 / 3])
+def test_keep_mask_keeps_exactly_one_minus_rounded_p_of_every_16_bit_value(monkeypatch, p):
+    # feed every 16-bit value once: the threshold must keep exactly 2^16 − round(p·2^16) of them
+    every_value = torch.arange(-32768, 32768, dtype=torch.int16).view(torch.int64)
+    monkeypatch.setattr(torch, "randint", lambda *a, **k: every_value)
+    kept = keep_mask((65536,), p).sum().item()
+    assert kept == 65536 - round(p * 65536)
+    assert abs(kept / 65536 - (1 - p)) <= 2 ** -17
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_keep_mask_rate_is_right_in_each_of_the_four_lanes_of_a_draw(p):
+    torch.manual_seed(0)
+    lanes = keep_mask((1_000_000, 4), p).double().mean(0)  # column j = lane j of each 64-bit draw
+    sigma = math.sqrt(p * (1 - p) / 1_000_000)
+    assert torch.all((lanes - (1 - p)).abs() < 5 * sigma), lanes
+
+
+def test_dropout_zeroes_and_rescales_like_torch_and_its_gradient_is_the_mask():
+    torch.manual_seed(0)
+    x = torch.randn(400, 500, dtype=torch.float64, requires_grad=True)
+    y = dropout(x, 0.2, training=True)
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / 0.8)  # inverted dropout: survivors scaled by 1 / (1 − p)
+    assert abs(kept.double().mean().item() - 0.8) < 5 * math.sqrt(0.16 / x.numel())
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.double() / 0.8)
+    # the same distribution of outputs as torch's dropout: the mean and second moment of x = 1 agree
+    ones = torch.ones(2_000_000)
+    ours, theirs = dropout(ones, 0.3), F.dropout(ones, 0.3, training=True)
+    assert abs(ours.mean().item() - theirs.mean().item()) < 0.005
+    assert abs(ours.pow(2).mean().item() - theirs.pow(2).mean().item()) < 0.01
+
+
+def test_dropout_is_the_identity_when_off_and_rejects_bad_p():
+    x = torch.randn(3, 4)
+    assert dropout(x, 0.5, training=False) is x and dropout(x, 0.0, training=True) is x
+    assert torch.equal(dropout(x, 1.0, training=True), torch.zeros_like(x))
+    with pytest.raises(ValueError, match="dropout probability"):
+        dropout(x, 1.5, training=True)

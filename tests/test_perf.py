@@ -1,5 +1,5 @@
-"""The fast paths are invisible: the unpadded mask left out, torch's GELU kernel, hidden states kept only when
-asked for; --compile and the CLI flags; smoke tests of benchmarks/bench_bert.py and its memory tracker."""
+"""The fast paths are invisible: the unpadded mask left out, torch's GELU kernel, the CPU dropout path, hidden
+states kept only when asked for; --compile and the CLI flags; smoke tests of benchmarks/bench_bert.py and its memory tracker."""
 import sys
 from pathlib import Path
 
@@ -35,6 +35,30 @@ def test_an_unpadded_batch_reaches_sdpa_without_a_mask(monkeypatch):
         model(ids, padded_mask)
     assert seen[:4] == [None] * 4 and seen[4] is not None and seen[4].shape == (3, 1, 1, 7)
     assert torch.equal(full, none)
+
+
+def test_cpu_training_with_attention_dropout_takes_the_written_out_path(monkeypatch):
+    # SDPA has no CPU kernel with dropout (it falls back to the same ops with torch's slower mask), so CPU training
+    # uses functional.attention and its dropout; evaluation and dropout-free training keep SDPA
+    calls = {"sdpa": 0, "manual": 0}
+
+    def counting(name, real):
+        def wrapped(*args, **kw):
+            calls[name] += 1
+            return real(*args, **kw)
+        return wrapped
+
+    monkeypatch.setattr(model_module, "fast_attention", counting("sdpa", model_module.fast_attention))
+    monkeypatch.setattr(model_module, "attention", counting("manual", model_module.attention))
+    ids = torch.randint(5, 99, (2, 6))
+    model = BertModel(tiny_config(attention_probs_dropout_prob=0.1))  # 2 layers
+    model.train()(ids)
+    assert calls == {"sdpa": 0, "manual": 2}
+    model.eval()(ids)
+    assert calls == {"sdpa": 2, "manual": 2}
+    BertModel(tiny_config(attention_probs_dropout_prob=0.0)).train()(ids)
+    assert calls == {"sdpa": 4, "manual": 2}
+    assert isinstance(model.layers[0].drop, torch.nn.Dropout)  # code that finds nn.Dropout modules still does
 
 
 @pytest.mark.parametrize("name, formula", [("gelu", gelu), ("gelu_new", gelu_tanh)])
