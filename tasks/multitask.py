@@ -35,7 +35,7 @@ def parse_args(argv=None):
     for name in TASKS:
         g.add_argument(f"--{name}_batch_size", type=int, default=None, help="default: --batch_size")
         g.add_argument(f"--{name}_loss_weight", type=float, default=LOSS_WEIGHTS[name],
-                       help="scale of this task's loss in the summed step")
+                       help="scale of this task's loss in the summed step (default %(default)s)")
         add_task_file_args(parser, name, name)
     args = parser.parse_args(argv)
     assert args.task_sampling in SAMPLINGS
