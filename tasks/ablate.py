@@ -207,9 +207,9 @@ def main(argv=None):
 
     rows = summarize(records, list(dict.fromkeys(["plain", *args.techniques])))
     wall = time.time() - started
+    sample = f", a fixed random {args.max_examples} examples per split" if args.max_examples else ""
     header = (f"Ablation on {args.task} (dev {metric}), {len(args.seeds)} seeds, {args.epochs} fine-tuning epoch(s)"
-              f"{f', a fixed random {args.max_examples} examples per split' if args.max_examples else ''}; this invocation took "
-              f"{wall / 60:.1f} min.\n\nCommand: `{command}`")
+              f"{sample}; this invocation took {wall / 60:.1f} min.\n\nCommand: `{command}`")
     write_tables(rows, out_dir, metric, header)
     print((out_dir / "table.md").read_text())
     print(f"wrote {out_dir / 'table.md'}, {out_dir / 'table.csv'}, {out_dir / 'chart.png'} ({wall / 60:.1f} min)")

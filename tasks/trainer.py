@@ -199,10 +199,14 @@ class _Cycle:
                                  f"{self.world_size} processes") from None
 
 
+def loss_weight(processor) -> float:
+    """The processor's `loss_weight`, 1 if it has none: tasks' losses live on different scales (STS's MSE on the
+    0–1 scale is ~0.03 where cross-entropy is ~1), and a summed step follows the largest."""
+    return getattr(processor, "loss_weight", 1.0)
+
+
 def weighted_loss(processor, model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """The processor's loss times its `loss_weight` (1 if it has none): tasks' losses live on different scales
-    (STS's MSE on the 0–1 scale is ~0.03 where cross-entropy is ~1), and a summed step follows the largest."""
-    return getattr(processor, "loss_weight", 1.0) * processor.loss(model, batch)
+    return loss_weight(processor) * processor.loss(model, batch)
 
 
 class _TaskLoss(torch.nn.Module):
@@ -293,7 +297,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {name: loss.item() / names.count(name) / getattr(self.processors[name], "loss_weight", 1.0)
+        return {name: loss.item() / names.count(name) / loss_weight(self.processors[name])
                 for name, loss in losses.items()}
 
     def _distributed_surgery(self, losses: List[torch.Tensor]) -> None:

@@ -1,5 +1,6 @@
 """The fast paths are invisible: the unpadded mask left out, torch's GELU kernel, the CPU dropout path, hidden
-states kept only when asked for; --compile and the CLI flags; smoke tests of benchmarks/bench_bert.py and its memory tracker."""
+states kept only when asked for; --compile and the CLI flags; smoke tests of benchmarks/bench_bert.py and its
+memory tracker."""
 import sys
 from pathlib import Path
 
