@@ -141,7 +141,8 @@ def adversarial_processors(args, model: nn.Module, processors: Dict[str, object]
     C = model.bert.config.hidden_size
     wrapped = {}
     for name, proc in processors.items():
-        k = 2 if getattr(proc, "form", "cross") == "siamese" else 1  # Siamese heads embed each sentence alone
+        # sentence vectors per example: Siamese heads embed each sentence alone, a cross-encoder the joined pair
+        k = {"siamese": 2, "cross+siamese": 3}.get(getattr(proc, "form", "cross"), 1)
         wrapped[name] = AdversarialProcessor(proc, name, args.adv_epsilon, args.adv_lambda, args.adv_temperature, k)
         model.heads[wrapped[name].head_name] = projection_head(k * C, C, args.adv_projection_dim)
     return wrapped

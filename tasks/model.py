@@ -6,6 +6,8 @@ all-MiniLM-L6-v2 was trained with). Pairs reach the heads in one of two ways:
   paraphrase (SBERT's classification objective), cos(u, v) for similarity;
 - cross-encoder: one sequence `[CLS] a [SEP] b [SEP]`, so every layer attends across the two sentences,
   then a linear layer on the pair's embedding.
+Paraphrase can also train both heads side by side ("cross+siamese"), each with its own loss, and predict
+from the mean of their logits: a two-member ensemble on one shared encoder.
 The method names `predict_sentiment`, `predict_paraphrase`, `predict_similarity` are the coursework's.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 POOLINGS = ("mean", "cls", "pooler")
-PARA_HEADS = ("cross", "siamese")
+PARA_HEADS = ("cross", "siamese", "cross+siamese")
 STS_HEADS = ("cosine", "cross")
 
 
@@ -25,6 +27,11 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     """Average of the real (unpadded) tokens' vectors: (B, T, C), (B, T) -> (B, C)."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
     return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+
+
+def siamese_mlp(C: int, dropout: float) -> nn.Module:
+    """SBERT's classifier on the pair's features [u; v; |u−v|; u∗v]: (B, 4C) -> (B, 1)."""
+    return nn.Sequential(nn.Linear(4 * C, C), nn.GELU(), nn.Dropout(dropout), nn.Linear(C, 1))
 
 
 def join_pair(ids_1: torch.Tensor, mask_1: torch.Tensor, ids_2: torch.Tensor, mask_2: torch.Tensor,
@@ -65,8 +72,9 @@ class MultitaskBert(nn.Module):
         if "sst" in tasks or "cfimdb" in tasks:
             self.heads["sentiment"] = nn.Linear(C, num_labels)
         if "para" in tasks:
-            self.heads["paraphrase"] = (nn.Linear(C, 1) if para_head == "cross" else
-                                        nn.Sequential(nn.Linear(4 * C, C), nn.GELU(), nn.Dropout(self.drop.p), nn.Linear(C, 1)))
+            self.heads["paraphrase"] = siamese_mlp(C, self.drop.p) if para_head == "siamese" else nn.Linear(C, 1)
+            if para_head == "cross+siamese":
+                self.heads["paraphrase_siamese"] = siamese_mlp(C, self.drop.p)
         if "sts" in tasks and sts_head == "cross":
             self.heads["similarity"] = nn.Linear(C, 1)
         for head in self.heads.values():
@@ -109,12 +117,20 @@ class MultitaskBert(nn.Module):
         h = self.embed(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         return self.heads["sentiment"](self.drop(h))
 
+    def paraphrase_head_logits(self, batch) -> torch.Tensor:
+        """(B, K): one logit per paraphrase head (K = 2 for cross+siamese, else 1); each is trained on its own."""
+        logits = []
+        if self.para_mode != "siamese":  # the cross-encoder
+            logits.append(self.heads["paraphrase"](self.drop(self._pair(batch, joined=True))))
+        if self.para_mode != "cross":  # the Siamese [u; v; |u−v|; u∗v] MLP
+            u, v = self._pair(batch, joined=False)
+            head = self.heads["paraphrase_siamese" if self.para_mode == "cross+siamese" else "paraphrase"]
+            logits.append(head(self.drop(torch.cat([u, v, (u - v).abs(), u * v], dim=-1))))
+        return torch.cat(logits, dim=-1)
+
     def paraphrase_logits(self, batch) -> torch.Tensor:
-        """(B,): one logit, > 0 means paraphrase."""
-        if self.para_mode == "cross":
-            return self.heads["paraphrase"](self.drop(self._pair(batch, joined=True))).squeeze(-1)
-        u, v = self._pair(batch, joined=False)
-        return self.heads["paraphrase"](self.drop(torch.cat([u, v, (u - v).abs(), u * v], dim=-1))).squeeze(-1)
+        """(B,): one logit, > 0 means paraphrase (the mean over the heads)."""
+        return self.paraphrase_head_logits(batch).mean(-1)
 
     def similarity_scores(self, batch) -> torch.Tensor:
         """(B,) on the 0–1 scale (the label / 5): cosine for Siamese, a sigmoid for the cross-encoder."""

@@ -145,8 +145,8 @@ class PairProcessor(Processor):
         super().__init__(*args, **kw)
         self.form, self.symmetric = form, symmetric
 
-    def collator(self):
-        return PairCollator(self.tokenizer, self.form, self.max_length)
+    def collator(self):  # cross+siamese takes the sentences apart; the model joins them for its cross-encoder
+        return PairCollator(self.tokenizer, "cross" if self.form == "cross" else "siamese", self.max_length)
 
     def train_collator(self, epoch: int):
         return SwapCollator(self.collator(), self.seed, epoch) if self.symmetric else self.collator()
@@ -171,10 +171,11 @@ class PairProcessor(Processor):
 
 
 class ParaphraseProcessor(PairProcessor):
-    """Quora: pair -> is it a paraphrase; binary cross-entropy on one logit."""
+    """Quora: pair -> is it a paraphrase; binary cross-entropy on one logit (the mean over heads, if several)."""
 
     def loss(self, model, batch):
-        return F.binary_cross_entropy_with_logits(model.paraphrase_logits(batch), batch["labels"].float())
+        logits = model.paraphrase_head_logits(batch)  # (B, K)
+        return F.binary_cross_entropy_with_logits(logits, batch["labels"].float()[:, None].expand_as(logits))
 
     def raw_outputs(self, model, batch):
         return model.paraphrase_logits(batch)

@@ -35,7 +35,7 @@ def test_join_pair_equals_tokenizing_the_pair(parts):
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "pooler"])
-@pytest.mark.parametrize("para_head,sts_head", [("cross", "cosine"), ("siamese", "cross")])
+@pytest.mark.parametrize("para_head,sts_head", [("cross", "cosine"), ("siamese", "cross"), ("cross+siamese", "cosine")])
 def test_head_shapes_and_losses(parts, pooling, para_head, sts_head):
     encoder, tok = parts
     model = MultitaskBert(encoder, num_labels=5, pooling=pooling, para_head=para_head, sts_head=sts_head).eval()
@@ -44,7 +44,7 @@ def test_head_shapes_and_losses(parts, pooling, para_head, sts_head):
     pairs = [PairExample(str(i), s, SENTS[-1 - i], float(i)) for i, s in enumerate(SENTS)]
     for form in ("siamese", "cross"):
         batch = PairCollator(tok, form)(pairs)
-        if form == "cross" and (para_head == "siamese"):
+        if form == "cross" and (para_head != "cross"):
             continue  # a Siamese head needs the two sentences apart
         logits = model.paraphrase_logits(batch)
         assert logits.shape == (4,)
@@ -65,6 +65,31 @@ def test_cross_head_gives_the_same_logits_from_either_batch_form(parts):
         joined = model.paraphrase_logits(PairCollator(tok, "cross")(pairs))
         apart = model.paraphrase_logits(PairCollator(tok, "siamese")(pairs))
     assert torch.allclose(joined, apart, atol=1e-6)
+
+
+def test_cross_plus_siamese_is_the_mean_of_two_heads_each_with_its_own_loss(parts):
+    from tasks.processors import ParaphraseProcessor
+
+    encoder, tok = parts
+    torch.manual_seed(0)
+    both = MultitaskBert(encoder, tasks=("para",), para_head="cross+siamese").eval()
+    cross = MultitaskBert(encoder, tasks=("para",), para_head="cross").eval()
+    siamese = MultitaskBert(encoder, tasks=("para",), para_head="siamese").eval()
+    cross.heads["paraphrase"].load_state_dict(both.heads["paraphrase"].state_dict())
+    siamese.heads["paraphrase"].load_state_dict(both.heads["paraphrase_siamese"].state_dict())
+    pairs = [PairExample(str(i), s, SENTS[-1 - i], float(i % 2)) for i, s in enumerate(SENTS)]
+    proc = ParaphraseProcessor("para", tok, train=pairs, form="cross+siamese")
+    batch = proc.collator()(pairs)
+    assert "input_ids_1" in batch  # the sentences apart: the model joins them for the cross-encoder
+    with torch.no_grad():
+        each = both.paraphrase_head_logits(batch)
+        assert each.shape == (4, 2)
+        assert torch.allclose(each[:, 0], cross.paraphrase_logits(batch), atol=1e-6)
+        assert torch.allclose(each[:, 1], siamese.paraphrase_logits(batch), atol=1e-6)
+        assert torch.allclose(both.paraphrase_logits(batch), each.mean(-1))
+        labels = batch["labels"].float()
+        per_head = [F.binary_cross_entropy_with_logits(each[:, k], labels) for k in range(2)]
+        assert proc.loss(both, batch).item() == pytest.approx((per_head[0] + per_head[1]).item() / 2, rel=1e-6)
 
 
 def test_pretrain_option_only_heads_train(parts):

@@ -97,7 +97,8 @@ def test_total_loss_and_gradients_match_the_formula_with_r_a_constant(tiny_check
 
 
 @pytest.mark.parametrize("task, heads, vectors", [("sts", {"sts_head": "cosine"}, 2), ("para", {"para_head": "siamese"}, 2),
-                                                  ("para", {"para_head": "cross"}, 1)])
+                                                  ("para", {"para_head": "cross"}, 1),
+                                                  ("para", {"para_head": "cross+siamese"}, 3)])
 def test_pair_heads_contrast_their_pair_vectors(tiny_checkpoint, tiny_data, task, heads, vectors):
     model, _, adv, batch = _setup(tiny_checkpoint, tiny_data, task, **heads)
     assert model.heads[f"cat_{task}"][0].in_features == vectors * model.bert.config.hidden_size
