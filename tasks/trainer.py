@@ -39,6 +39,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from optim import AdamW, PCGrad, is_no_decay, make_child_tuning, make_scheduler
@@ -70,6 +71,7 @@ class TrainConfig:
     out_dir: str = "runs/multitask"
     resume: bool = False
     compile: bool = False  # torch.compile the encoder's layers (falls back to eager, with a warning)
+    ema_decay: float = 0.0  # > 0: evaluate, keep and predict with an exponential moving average of the weights
 
     def __post_init__(self):
         if self.task_sampling not in SAMPLINGS:
@@ -78,6 +80,8 @@ class TrainConfig:
             raise ValueError("epochs must be >= 1, lr > 0 and tasks_per_step >= 0")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
 
 
 def seed_everything(seed: int) -> None:
@@ -234,6 +238,11 @@ class Trainer:
         if self.device.type == "cuda" and self.world_size > 1:
             self.device = torch.device("cuda", local_rank)
         self.model.to(self.device)
+        # --ema_decay: a copy whose weights follow w_ema ← d·w_ema + (1 − d)·w after every step. It is what is
+        # evaluated, saved as best.pt and predicted with: the average of the last ~1/(1 − d) steps' weights,
+        # smoother than any single one of them (torch.optim.swa_utils; the copy stays eager)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+                    if config.ema_decay > 0 else None)
         if config.compile:
             compile_layers(self.model)
         self.ddp = None  # the DistributedDataParallel wrapper of the loss, when there is more than one process
@@ -328,8 +337,14 @@ class Trainer:
                 offset += p.numel()
 
     # ---- checkpoints -----------------------------------------------------------------------------------------
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that are evaluated and kept as best.pt: the moving average with --ema_decay, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
     def _state(self, epoch: int) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None,
+                "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": epoch, "history": self.history,
                 "best_score": self.best_score, "config": dataclasses.asdict(self.config), "meta": self.meta,
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
@@ -338,7 +353,7 @@ class Trainer:
                 "child": self.child.state_dict() if self.child is not None else None}
 
     def _save_best(self, epoch: int, scores: Dict[str, float]) -> None:
-        torch.save({"model": self.model.state_dict(), "meta": self.meta, "config": dataclasses.asdict(self.config),
+        torch.save({"model": self.eval_model.state_dict(), "meta": self.meta, "config": dataclasses.asdict(self.config),
                     "epoch": epoch, "scores": scores}, self.out_dir / "best.pt")
 
     def _resume(self) -> None:
@@ -348,6 +363,8 @@ class Trainer:
             return
         state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds RNG states
         self.model.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.history, self.best_score, self.start_epoch = state["history"], state["best_score"], state["epoch"] + 1
@@ -407,13 +424,16 @@ class Trainer:
             bar = tqdm(steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.show_progress,
                        mininterval=2.0, dynamic_ncols=True)
             for names in bar:
-                for name, value in self.training_step(names, streams).items():
+                losses = self.training_step(names, streams)
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
+                for name, value in losses.items():
                     sums[name] = sums.get(name, 0.0) + value
                     counts[name] = counts.get(name, 0) + 1
                 bar.set_postfix({n: f"{sums[n] / counts[n]:.3f}" for n in sums}, refresh=False)
             train_seconds = time.time() - started
             train_loss = self._all_ranks_mean({n: sums[n] / counts[n] for n in sums})
-            scores = self.evaluate(self.model) if self.is_main else None
+            scores = self.evaluate(self.eval_model) if self.is_main else None
             if self.world_size > 1:  # the others wait for rank 0's evaluation and take its scores
                 shared = [scores]
                 dist.broadcast_object_list(shared, src=0)

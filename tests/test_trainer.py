@@ -86,7 +86,8 @@ def _run(tiny_checkpoint, tiny_data, out_dir, epochs, interrupt_at=None, resume=
     return model, trainer
 
 
-@pytest.mark.parametrize("extra", [{}, {"pcgrad": True, "child_tuning": "F"}], ids=["plain", "pcgrad+childF"])
+@pytest.mark.parametrize("extra", [{}, {"pcgrad": True, "child_tuning": "F"}, {"ema_decay": 0.9}],
+                         ids=["plain", "pcgrad+childF", "ema"])
 def test_resume_continues_to_the_same_result(tiny_checkpoint, tiny_data, tmp_path, extra):
     straight, t1 = _run(tiny_checkpoint, tiny_data, tmp_path / "a", epochs=3, **extra)
     _run(tiny_checkpoint, tiny_data, tmp_path / "b", epochs=3, interrupt_at=2, **extra)  # dies in epoch 2's eval
@@ -152,6 +153,40 @@ def test_loss_weight_scales_a_tasks_gradient_and_the_reported_loss_stays_unweigh
         assert trainer.history[0]["train_loss"]["b"] == pytest.approx(unweighted, abs=1e-6)
     assert torch.equal(moved[1.0], torch.zeros(1, 4))
     assert moved[2.0][0, 0] > 0.09 and torch.equal(moved[2.0][0, 1:], torch.zeros(3))  # down the net gradient −1
+
+
+def test_ema_is_the_moving_average_of_the_weights_and_is_what_gets_evaluated_and_kept(tmp_path):
+    decay, seen = 0.7, []
+
+    class Recording(_Proc):
+        def num_batches(self):
+            return 4
+
+        def batches(self, epoch):
+            return iter([{"x": self.direction}] * 4)
+
+        def loss(self, model, batch):
+            seen.append(model.bert.weight.detach().clone())  # the weights after the previous step
+            return super().loss(model, batch)
+
+    torch.manual_seed(0)
+    model = _Toy()
+    evaluated = []
+    cfg = TrainConfig(epochs=1, lr=0.1, warmup_ratio=0.0, schedule="constant", weight_decay=0.0, max_grad_norm=0.0,
+                      ema_decay=decay, out_dir=str(tmp_path))
+    trainer = Trainer(model, {"a": Recording([1.0, -2.0, 0.0, 0.5])}, cfg,
+                      lambda m: evaluated.append(m.bert.weight.detach().clone()) or {"score": 0.0}, show_progress=False)
+    trainer.fit()
+    after_each_step = seen[1:] + [model.bert.weight.detach().clone()]
+    expected = after_each_step[0]  # the first update copies the weights
+    for w in after_each_step[1:]:
+        expected = decay * expected + (1 - decay) * w
+    assert not torch.allclose(expected, model.bert.weight)  # the average lags the moving weights
+    assert torch.allclose(evaluated[0], expected, atol=1e-7)
+    best = torch.load(tmp_path / "best.pt", weights_only=False)["model"]
+    assert torch.allclose(best["bert.weight"], expected, atol=1e-7)
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
 
 
 def test_child_tuning_off_is_bit_identical_and_d_freezes_unchosen_weights(tiny_checkpoint, tiny_data, tmp_path):
