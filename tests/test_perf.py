@@ -68,6 +68,35 @@ def test_activation_kernels_are_the_written_out_functions(name, formula):
     assert torch.allclose(model_module.ACTIVATIONS[name](x), formula(x), atol=1e-12)
 
 
+@pytest.mark.parametrize("name", sorted(model_module.ACTIVATIONS))
+def test_inplace_activation_is_the_same_function(name):
+    x = torch.linspace(-6, 6, 1001, dtype=torch.float64)
+    assert torch.equal(model_module.INPLACE_ACTIVATIONS[name](x.clone()), model_module.ACTIVATIONS[name](x))
+
+
+@pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new", "relu"])
+def test_feed_forward_overwrites_its_pre_activation_only_without_autograd(hidden_act, monkeypatch):
+    """Inference (no_grad, inference_mode, or frozen weights) takes the in-place activation and gives the same
+    output; training takes the out-of-place one, whose backward needs the pre-activation."""
+    torch.manual_seed(0)
+    ffn = model_module.FeedForward(tiny_config(hidden_act=hidden_act))
+    x = torch.randn(2, 5, ffn.up.in_features)
+    reference = ffn.down(model_module.ACTIVATIONS[hidden_act](ffn.up(x))).detach()
+    calls = []
+    inplace = ffn.act_
+    monkeypatch.setattr(ffn, "act_", lambda h: calls.append("inplace") or inplace(h))
+    with torch.no_grad():
+        assert torch.equal(ffn(x), reference)
+    with torch.inference_mode():
+        assert torch.equal(ffn(x), reference)
+    assert calls == ["inplace", "inplace"]
+    out = ffn(x)  # training: autograd must still see the pre-activation
+    out.square().sum().backward()
+    assert calls == ["inplace", "inplace"] and ffn.up.weight.grad is not None
+    ffn.requires_grad_(False)  # a frozen encoder (--option pretrain) needs no backward through it
+    assert torch.equal(ffn(x), reference) and calls == ["inplace"] * 3
+
+
 # ---- benchmarks/bench_bert.py ----------------------------------------------------------------------------------
 
 def test_live_tensor_bytes_counts_views_once_and_frees():
