@@ -19,6 +19,10 @@ then transformers first, ...) so that drift of the machine falls on both; the ro
   default ("adamw_torch_fused") — so the ratio is the models'.
 - train_own_optim: the same, but minibert's side steps with minibert's own AdamW (optim.AdamW, the one
   tasks/trainer.py uses) against transformers with torch's fused AdamW: what a user of each stack gets.
+Page faults / run: the process's minor page faults during each side's timed runs, per run (minibert / transformers),
+from getrusage: pages touched for the first time since the allocator returned them to the OS. They are a real
+share of a CPU step (a fault costs about a microsecond), and they explain most of the gap between two runs of the
+same model.
 Peak memory: one more, untimed run per side. CUDA: max_memory_allocated above what was allocated before it.
 CPU: the peak of the bytes of live tensors created during the run (a TorchDispatchMode that follows every
 storage until it is freed): activations, gradients and temporaries, above the resident weights and optimizer
@@ -222,6 +226,16 @@ def timed(step: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def minor_faults() -> float:
+    """Minor page faults of this process so far: each is a fresh page of memory touched for the first time. On the
+    CPU the allocator hands large tensors back to the OS and faults them in again, which costs real time."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return float("nan")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 @dataclass
 class Row:
     model: str
@@ -239,6 +253,8 @@ class Row:
     ours_peak_mib: float = 0.0
     theirs_peak_mib: float = 0.0
     mem_ratio: float = 0.0
+    ours_faults: float = 0.0  # minor page faults per timed run
+    theirs_faults: float = 0.0
     ours_times: List[float] = field(default_factory=list)
     theirs_times: List[float] = field(default_factory=list)
 
@@ -268,7 +284,9 @@ def measure_row(pair, name, device, dtype_name, B, T, what, args) -> Row:
             steps[side]()
     for i in range(args.repeats):
         for side in (("ours", "theirs") if i % 2 == 0 else ("theirs", "ours")):
+            faults = minor_faults()
             getattr(row, f"{side}_times").append(timed(steps[side], device))
+            setattr(row, f"{side}_faults", getattr(row, f"{side}_faults") + (minor_faults() - faults) / args.repeats)
     for side in ("ours", "theirs"):
         median = statistics.median(getattr(row, f"{side}_times"))
         setattr(row, f"{side}_ms", 1000 * median)
@@ -310,13 +328,13 @@ def maybe_compile(model, enabled: bool):
 
 def format_rows(rows: List[Row], memory: bool) -> str:
     head = ["model", "device", "dtype", "B", "T", "pad", "what", "minibert sent/s", "transformers sent/s",
-            "ratio"]
+            "ratio", "page faults / run"]
     if memory:
         head += ["minibert peak MiB", "transformers peak MiB", "mem ratio"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r.model, r.device, r.dtype, str(r.batch), str(r.length), r.padding, r.what, f"{r.ours_sps:.1f}",
-                 f"{r.theirs_sps:.1f}", f"**{r.ratio:.3f}**"]
+                 f"{r.theirs_sps:.1f}", f"**{r.ratio:.3f}**", f"{r.ours_faults:.0f} / {r.theirs_faults:.0f}"]
         if memory:
             cells += [f"{r.ours_peak_mib:.0f}", f"{r.theirs_peak_mib:.0f}", f"{r.mem_ratio:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")

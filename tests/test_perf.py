@@ -134,8 +134,10 @@ def test_speed_mode_smoke(capsys):
                  "--padding", "ragged"])
     assert [r["what"] for r in rows] == ["infer", "train", "train_own_optim"]
     assert all(r["ratio"] > 0 and r["ours_peak_mib"] > 0 and r["theirs_peak_mib"] > 0 for r in rows)
+    assert all(r["ours_faults"] >= 0 and r["theirs_faults"] >= 0 for r in rows)  # counted (NaN only on Windows)
     out = capsys.readouterr().out
     assert "command: python" in out and "| tiny | cpu | fp32 | 2 | 8 | ragged | train |" in out
+    assert "page faults / run" in out
 
 
 def test_epoch_mode_smoke(tiny_checkpoint, tiny_data, capsys):
