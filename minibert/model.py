@@ -131,8 +131,8 @@ class FeedForward(nn.Module):
         self.down = nn.Linear(config.intermediate_size, config.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.up(x)  # (B, T, 4C)
-        if torch.is_grad_enabled() and h.requires_grad:
+        h = self.up(x)  # (B, T, 4C); requires grad only where autograd records it (not under no_grad / inference_mode)
+        if h.requires_grad:
             return self.down(self.act(h))  # (B, T, C)
         # Inference: nothing keeps the pre-activation for a backward pass, so overwrite it instead of allocating a
         # second (B, T, 4C) buffer. That buffer is the largest in the model, and on the CPU a fresh one costs its
