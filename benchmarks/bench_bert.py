@@ -21,8 +21,8 @@ then transformers first, ...) so that drift of the machine falls on both; the ro
   tasks/trainer.py uses) against transformers with torch's fused AdamW: what a user of each stack gets.
 Page faults / run: the process's minor page faults during each side's timed runs, per run (minibert / transformers),
 from getrusage: pages touched for the first time since the allocator returned them to the OS. They are a real
-share of a CPU step (a fault costs about a microsecond), and they explain most of the gap between two runs of the
-same model.
+share of a CPU step (a fault costs about a microsecond), and they explained most of the gap between minibert and
+transformers, which compute the same thing with the same kernels.
 Peak memory: one more, untimed run per side. CUDA: max_memory_allocated above what was allocated before it.
 CPU: the peak of the bytes of live tensors created during the run (a TorchDispatchMode that follows every
 storage until it is freed): activations, gradients and temporaries, above the resident weights and optimizer
@@ -57,6 +57,11 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import torch
+
+try:
+    import resource  # page-fault counts; not on Windows
+except ImportError:
+    resource = None
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -229,9 +234,7 @@ def timed(step: Callable[[], None], device: torch.device) -> float:
 def minor_faults() -> float:
     """Minor page faults of this process so far: each is a fresh page of memory touched for the first time. On the
     CPU the allocator hands large tensors back to the OS and faults them in again, which costs real time."""
-    try:
-        import resource
-    except ImportError:  # not on Windows
+    if resource is None:
         return float("nan")
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
