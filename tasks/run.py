@@ -17,11 +17,11 @@ import torch
 
 from minibert import BertModel, Tokenizer
 
-from .adversarial import add_adversarial_args, adversarial_processors
+from .techniques.adversarial import add_adversarial_args, adversarial_processors
 from .data import get_task
 from .metrics import format_table, overall_score
 from .model import POOLINGS, MultitaskBert
-from .phases import add_phase_args, run_phases, save_encoder
+from .techniques.phases import add_phase_args, run_phases, save_encoder
 from .processors import PROCESSORS
 from .trainer import TrainConfig, Trainer, init_distributed, pick_device, seed_everything
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from minibert import BertModel, Tokenizer
-from tasks.adversarial import adversarial_processors, fgm_perturbation, perturbed_embeddings
+from tasks.techniques.adversarial import adversarial_processors, fgm_perturbation, perturbed_embeddings
 from tasks.losses import info_nce
 from tasks.model import MultitaskBert
 from tasks.processors import PROCESSORS

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minibert import BertModel, Tokenizer
-from tasks.contrastive import (STOP_WORDS, ContrastiveProcessor, balanced_sizes, class_ratio, delete_stopwords,
+from tasks.techniques.contrastive import (STOP_WORDS, ContrastiveProcessor, balanced_sizes, class_ratio, delete_stopwords,
                                make_pairs, oversample)
 from tasks.model import MultitaskBert
 

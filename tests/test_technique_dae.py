@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minibert import BertModel, Tokenizer
-from tasks.dae import (DenoisingAutoencoder, DenoisingProcessor, causal_mask, delete_words, mask_tokens,
+from tasks.techniques.dae import (DenoisingAutoencoder, DenoisingProcessor, causal_mask, delete_words, mask_tokens,
                        masked_lm_around)
 
 

@@ -29,8 +29,8 @@ from minibert import resolve_model_dir
 
 from .contrastive import LOSSES, ContrastiveProcessor
 from .dae import DenoisingAutoencoder, DenoisingProcessor, masked_lm_around
-from .processors import to_device
-from .trainer import TrainConfig, Trainer
+from ..processors import to_device
+from ..trainer import TrainConfig, Trainer
 
 PHASES = ("dae", "contrastive", "finetune")
 
@@ -99,7 +99,7 @@ def build_phase(phase: str, args, model, processors: Dict[str, object], tokenize
         return DenoisingAutoencoder(model.bert, model.pooling, args.dae_decoder_layers,
                                     init_from_encoder=args.dae_decoder_init == "encoder"), proc
     if phase == "contrastive":
-        from .model import MultitaskBert  # an encoder with pooling and no heads
+        from ..model import MultitaskBert  # an encoder with pooling and no heads
         proc = ContrastiveProcessor(_labelled(processors, "train"), tokenizer, args.contrastive_loss,
                                     args.contrastive_temperature, args.imbalance_correction, args.imbalance_min_ratio,
                                     args.imbalance_max_ratio, args.stopword_p, args.batch_size, args.max_length, seed,

@@ -31,7 +31,7 @@ from minibert.checkpoint import CheckpointError
 from minibert.functional import attention, merge_heads, split_heads
 from minibert.model import FeedForward, MLMHead, SelfAttention
 
-from .model import MultitaskBert
+from ..model import MultitaskBert
 
 
 # ---- noise: pure functions ---------------------------------------------------------------------------------

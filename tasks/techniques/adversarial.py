@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .losses import cat_loss, info_nce
+from ..losses import cat_loss, info_nce
 
 
 def add_adversarial_args(parser: argparse.ArgumentParser) -> None:

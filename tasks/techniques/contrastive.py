@@ -23,7 +23,7 @@ from typing import Dict, Hashable, Iterator, List, Sequence, Tuple
 
 import torch
 
-from .losses import cosine_mse_loss, supcon_loss
+from ..losses import cosine_mse_loss, supcon_loss
 
 LOSSES = ("cosine_mse", "supcon")
 MIN_WORDS_FOR_NOISE = 5  # "when the text length is long enough": shorter sentences are copied unchanged
