@@ -3,8 +3,10 @@
 Every file goes through one reader (`_read`): a `csv.DictReader` over tab-separated columns looked up by
 name, so quoted fields holding tabs or quotes parse, and so does the odd header of the SST/CFIMDB test
 files. Each dataset is then a few lines: which columns hold the text, how to parse and range-check the
-label. Rows that cannot be used (empty or bad label, empty sentence, missing id) are skipped and reported
-in one warning per file with their line numbers, so nothing is silently mislabelled or silently lost.
+label. Rows that cannot be used (empty or bad label, empty sentence, missing id, an id already seen: the
+predictions are keyed by id) are skipped and reported in one warning per file with their line numbers, so
+nothing is silently mislabelled or silently lost. What cannot be skipped row by row is an error naming the
+file and the line: a byte that is not UTF-8, or an unbalanced quote that swallows the rows after it.
 """
 from __future__ import annotations
 
@@ -45,36 +47,69 @@ def _read(path: PathLike, text_cols: Sequence[str], label_col: str, parse_label:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Data file {path} does not exist (run `python -m tasks.fetch_data` to get the CS224N files)")
-    examples, bad = [], []  # bad: (line number, reason)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        header = reader.fieldnames or []
-        labeled = label_col in header if labeled is None else labeled
-        required = ["id", *text_cols] + ([label_col] if labeled else [])
-        if not set(required) <= set(header):
-            raise ValueError(f"{path}: expected tab-separated columns {required} (plus a leading row number), "
-                             f"found header {header}")
-        line = reader.line_num
-        try:
-            for row in reader:
-                start, line = line + 1, reader.line_num  # a quoted field may span several physical lines
-                values = [(row.get(c) or "").strip() for c in ["id", *text_cols]]
-                empty = [c for c, v in zip(["id", *text_cols], values) if not v]
-                try:
-                    if empty:
-                        raise ValueError(f"empty {', '.join(empty)}")
-                    label = parse_label((row.get(label_col) or "").strip()) if labeled else None
-                except ValueError as err:
-                    bad.append((start, str(err)))
-                    continue
-                examples.append(make(*values, label))
-        except csv.Error as err:  # e.g. an unclosed quote swallowing the rest of the file into one huge field
-            raise ValueError(f"{path}, line {line + 1}: unreadable CSV ({err}); check for an unbalanced quote") from err
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return _read_rows(path, f, text_cols, label_col, parse_label, labeled, make)
+    except UnicodeDecodeError:  # the decoder knows neither the file nor the line: find them
+        raise ValueError(_not_utf8(path)) from None
+
+
+def _read_rows(path: Path, f, text_cols, label_col, parse_label, labeled, make) -> list:
+    """The rows of an open file, as `_read` describes."""
+    examples, bad, first_line = [], [], {}  # bad: (line number, reason); first_line: id -> line it was kept from
+    reader = csv.DictReader(f, delimiter="\t")
+    header = reader.fieldnames or []
+    labeled = label_col in header if labeled is None else labeled
+    required = ["id", *text_cols] + ([label_col] if labeled else [])
+    if not set(required) <= set(header):
+        raise ValueError(f"{path}: expected tab-separated columns {required} (plus a leading row number), "
+                         f"found header {header}")
+    line = reader.line_num
+    try:
+        for row in reader:
+            start, line = line + 1, reader.line_num  # a quoted field may span several physical lines
+            if line > start and _swallowed(row, len(header)):
+                raise ValueError(f"{path}, line {start}: a quoted field opening on this line runs on to line {line}, "
+                                 f"so lines {start + 1}-{line} were read as part of it, not as rows "
+                                 "(an unbalanced quote?); fix or remove the quote")
+            values = [(row.get(c) or "").strip() for c in ["id", *text_cols]]
+            empty = [c for c, v in zip(["id", *text_cols], values) if not v]
+            try:
+                if empty:
+                    raise ValueError(f"empty {', '.join(empty)}")
+                if values[0] in first_line:  # predictions are keyed by id: a second row would collide
+                    raise ValueError(f"duplicate id {values[0]!r} (first on line {first_line[values[0]]})")
+                label = parse_label((row.get(label_col) or "").strip()) if labeled else None
+            except ValueError as err:
+                bad.append((start, str(err)))
+                continue
+            first_line[values[0]] = start
+            examples.append(make(*values, label))
+    except csv.Error as err:  # e.g. an unclosed quote swallowing the rest of the file into one huge field
+        raise ValueError(f"{path}, line {line + 1}: unreadable CSV ({err}); check for an unbalanced quote") from err
     if bad:
         shown = "; ".join(f"line {n}: {why}" for n, why in bad[:5])
         warnings.warn(f"{path}: skipped {len(bad)} malformed row(s) of {len(bad) + len(examples)} ({shown}"
-                      f"{'; ...' if len(bad) > 5 else ''})", stacklevel=3)
+                      f"{'; ...' if len(bad) > 5 else ''})", stacklevel=4)
     return examples
+
+
+def _swallowed(row: dict, columns: int) -> bool:
+    """A quoted sentence may span lines; but a line inside a field that holds a row's worth of tabs means an
+    unbalanced quote swallowed the rows after it."""
+    texts = [t for v in row.values() for t in (v if isinstance(v, list) else [v]) if isinstance(t, str)]
+    return any(part.count("\t") >= max(1, columns - 2) for t in texts for part in t.split("\n")[1:])
+
+
+def _not_utf8(path: Path) -> str:
+    """Where the first byte that is not UTF-8 is: line (physical, as in the other messages), column, value."""
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return (f"{path}, line {number}, column {err.start + 1}: byte 0x{raw[err.start]:02x} is not UTF-8; "
+                    "the data files must be UTF-8 (convert it, e.g. `iconv -f latin1 -t utf-8`)")
+    return f"{path}: not valid UTF-8"
 
 
 def _number(text: str, low: float, high: float, integer: bool) -> Union[int, float]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Dict, Mapping, Sequence
 
 import numpy as np
-from scipy.stats import pearsonr
+from scipy.stats import pearsonr, spearmanr
 
 
 def accuracy(pred: Sequence, gold: Sequence) -> float:
@@ -18,6 +18,13 @@ def pearson_r(pred: Sequence[float], gold: Sequence[float]) -> float:
     if len(gold) < 2 or np.std(pred) == 0 or np.std(gold) == 0:
         return 0.0  # undefined correlation (constant predictions): score it as no correlation
     return float(pearsonr(np.asarray(pred, dtype=np.float64), np.asarray(gold, dtype=np.float64))[0])
+
+
+def spearman_r(pred: Sequence[float], gold: Sequence[float]) -> float:
+    """Rank correlation (scipy): how well the order of the pairs is predicted, whatever the scale."""
+    if len(gold) < 2 or np.std(pred) == 0 or np.std(gold) == 0:
+        return 0.0
+    return float(spearmanr(np.asarray(pred, dtype=np.float64), np.asarray(gold, dtype=np.float64))[0])
 
 
 def overall_score(scores: Mapping[str, float]) -> float:

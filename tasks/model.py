@@ -8,15 +8,19 @@ all-MiniLM-L6-v2 was trained with). Pairs reach the heads in one of two ways:
   then a linear layer on the pair's embedding.
 Paraphrase can also train both heads side by side ("cross+siamese"), each with its own loss, and predict
 from the mean of their logits: a two-member ensemble on one shared encoder.
-The method names `predict_sentiment`, `predict_paraphrase`, `predict_similarity` are the coursework's.
+The method names `predict_sentiment`, `predict_paraphrase`, `predict_similarity` are the coursework's; they
+take the coursework's tensors or raw strings. `encode` turns sentences into embeddings. A trained model is kept
+as a folder (`save_pretrained`, `from_pretrained`: see tasks/saved_model.py).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .data import PairCollator, PairExample, SentenceCollator, SentenceExample
 
 POOLINGS = ("mean", "cls", "pooler")
 PARA_HEADS = ("cross", "siamese", "cross+siamese")
@@ -54,11 +58,17 @@ def join_pair(ids_1: torch.Tensor, mask_1: torch.Tensor, ids_2: torch.Tensor, ma
 
 
 class MultitaskBert(nn.Module):
-    """The encoder plus the heads of the requested tasks; unused heads are not built."""
+    """The encoder plus the heads of the requested tasks; unused heads are not built.
+
+    `max_length` and `symmetric_pairs` say how inputs are read (tokens per sentence or joined pair; a pair's
+    prediction averaged over both orders); they travel with the saved model so predictions made later read
+    the input as training did. `tokenizer` lets `encode` and the predict methods take raw strings.
+    """
 
     def __init__(self, encoder: nn.Module, tasks: Sequence[str] = ("sst", "para", "sts"), num_labels: int = 5,
                  pooling: str = "mean", para_head: str = "cross", sts_head: str = "cosine",
-                 dropout: Optional[float] = None):
+                 dropout: Optional[float] = None, max_length: int = 128, symmetric_pairs: bool = False,
+                 tokenizer=None):
         super().__init__()
         for name, value, allowed in (("pooling", pooling, POOLINGS), ("para_head", para_head, PARA_HEADS),
                                      ("sts_head", sts_head, STS_HEADS)):
@@ -67,6 +77,7 @@ class MultitaskBert(nn.Module):
         C = encoder.config.hidden_size
         self.bert = encoder
         self.tasks, self.pooling, self.para_mode, self.sts_mode = tuple(tasks), pooling, para_head, sts_head
+        self.max_length, self.symmetric_pairs, self.tokenizer = max_length, symmetric_pairs, tokenizer
         self.drop = nn.Dropout(encoder.config.hidden_dropout_prob if dropout is None else dropout)
         self.heads = nn.ModuleDict()
         if "sst" in tasks or "cfimdb" in tasks:
@@ -82,12 +93,36 @@ class MultitaskBert(nn.Module):
                 if isinstance(m, nn.Linear):
                     nn.init.normal_(m.weight, std=0.02)
                     nn.init.zeros_(m.bias)
+        self.task_heads = tuple(self.heads)  # what a saved model keeps (training may add projection heads)
 
     def head_config(self) -> Dict[str, object]:
         """What it takes to rebuild this model around a checkpoint's encoder."""
         num_labels = self.heads["sentiment"].out_features if "sentiment" in self.heads else 5
         return dict(tasks=list(self.tasks), num_labels=num_labels, pooling=self.pooling, para_head=self.para_mode,
-                    sts_head=self.sts_mode, dropout=self.drop.p)
+                    sts_head=self.sts_mode, dropout=self.drop.p, max_length=self.max_length,
+                    symmetric_pairs=self.symmetric_pairs)
+
+    def encoder_parameters(self):
+        """The shared encoder's parameters (the trainer gives them --lr, the rest --head_lr; PCGrad projects them)."""
+        return self.bert.parameters()
+
+    def _head(self, name: str) -> nn.Module:
+        if name not in self.heads:
+            raise ValueError(f"this model has no {name} head (it was built for tasks {list(self.tasks) or 'none'})")
+        return self.heads[name]
+
+    # ---- a saved model folder (tasks/saved_model.py) ------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path=None, allow_no_heads: bool = False, **config_overrides) -> "MultitaskBert":
+        """Encoder, heads and tokenizer from a folder written by `save_pretrained`. A plain encoder checkpoint
+        (no trained heads) is refused unless `allow_no_heads`, which gives a head-less model for `encode`."""
+        from .saved_model import load_model_folder
+        return load_model_folder(name_or_path, allow_no_heads=allow_no_heads, **config_overrides)
+
+    def save_pretrained(self, folder, tokenizer=None, card: Optional[dict] = None):
+        """Write the folder `from_pretrained` and `transformers.BertModel.from_pretrained` read."""
+        from .saved_model import save_model_folder
+        return save_model_folder(self, tokenizer or self.tokenizer, folder, card or {})
 
     # ---- shared encoding ---------------------------------------------------------------------------------
     def embed(self, input_ids, attention_mask, token_type_ids=None, inputs_embeds=None) -> torch.Tensor:
@@ -115,16 +150,16 @@ class MultitaskBert(nn.Module):
     def sentiment_logits(self, batch) -> torch.Tensor:
         """(B, num_labels)"""
         h = self.embed(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        return self.heads["sentiment"](self.drop(h))
+        return self._head("sentiment")(self.drop(h))
 
     def paraphrase_head_logits(self, batch) -> torch.Tensor:
         """(B, K): one logit per paraphrase head (K = 2 for cross+siamese, else 1); each is trained on its own."""
         logits = []
         if self.para_mode != "siamese":  # the cross-encoder
-            logits.append(self.heads["paraphrase"](self.drop(self._pair(batch, joined=True))))
+            logits.append(self._head("paraphrase")(self.drop(self._pair(batch, joined=True))))
         if self.para_mode != "cross":  # the Siamese [u; v; |u−v|; u∗v] MLP
+            head = self._head("paraphrase_siamese" if self.para_mode == "cross+siamese" else "paraphrase")
             u, v = self._pair(batch, joined=False)
-            head = self.heads["paraphrase_siamese" if self.para_mode == "cross+siamese" else "paraphrase"]
             logits.append(head(self.drop(torch.cat([u, v, (u - v).abs(), u * v], dim=-1))))
         return torch.cat(logits, dim=-1)
 
@@ -135,20 +170,83 @@ class MultitaskBert(nn.Module):
     def similarity_scores(self, batch) -> torch.Tensor:
         """(B,) on the 0–1 scale (the label / 5): cosine for Siamese, a sigmoid for the cross-encoder."""
         if self.sts_mode == "cross":
-            return torch.sigmoid(self.heads["similarity"](self.drop(self._pair(batch, joined=True))).squeeze(-1))
+            return torch.sigmoid(self._head("similarity")(self.drop(self._pair(batch, joined=True))).squeeze(-1))
         u, v = self._pair(batch, joined=False)
         return F.cosine_similarity(u, v, dim=-1)
 
-    # ---- the coursework API --------------------------------------------------------------------------------
-    def predict_sentiment(self, input_ids, attention_mask):
+    # ---- raw strings -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _on_text(self, outputs: Callable, texts_1, texts_2=None, mode: str = "sentence", batch_size: int = 64,
+                 both_orders: bool = False) -> torch.Tensor:
+        """`outputs(batch)` for raw strings: tokenised as the processors do, run in batches of similar length,
+        returned in input order on the CPU. `both_orders` averages a pair's outputs over (a, b) and (b, a)."""
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer: pass MultitaskBert(..., tokenizer=tok) or load it "
+                             "with MultitaskBert.from_pretrained(folder)")
+        a = [texts_1] if isinstance(texts_1, str) else list(texts_1)
+        b = None if texts_2 is None else [texts_2] if isinstance(texts_2, str) else list(texts_2)
+        if not a:
+            raise ValueError("no sentences given")
+        if b is not None and len(b) != len(a):
+            raise ValueError(f"got {len(a)} first and {len(b)} second sentences; pairs need as many of each")
+        if b is None:
+            examples = [SentenceExample(str(i), t) for i, t in enumerate(a)]
+            collate = SentenceCollator(self.tokenizer, self.max_length)
+        else:
+            examples = [PairExample(str(i), x, y) for i, (x, y) in enumerate(zip(a, b))]
+            collate = PairCollator(self.tokenizer, mode, self.max_length)
+        device = next(self.parameters()).device
+        order = sorted(range(len(examples)), key=lambda i: len(a[i]) + (len(b[i]) if b else 0))
+        out: List[Optional[torch.Tensor]] = [None] * len(examples)
+        was_training = self.training
+        self.eval()
+        try:
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                chunks = [[examples[i] for i in idx]]
+                if both_orders:
+                    chunks.append([PairExample(e.id, e.sentence2, e.sentence1) for e in chunks[0]])
+                values = [outputs({k: v.to(device) for k, v in collate(c).items() if torch.is_tensor(v)}).float()
+                          for c in chunks]
+                for i, v in zip(idx, (sum(values) / len(values)).cpu()):
+                    out[i] = v
+        finally:
+            self.train(was_training)
+        return torch.stack(out)
+
+    def encode(self, sentences: Union[str, Sequence[str]], batch_size: int = 32, normalize: bool = False) -> torch.Tensor:
+        """(N, C) sentence embeddings (this model's pooling), in input order; `normalize` scales each to length 1.
+        A single string is a list of one."""
+        emb = self._on_text(lambda batch: self.embed(batch["input_ids"], batch["attention_mask"],
+                                                     batch.get("token_type_ids")), sentences, batch_size=batch_size)
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    # ---- the coursework API: its tensors, or raw strings (predict_paraphrase(sentences_1, sentences_2)) ------
+    def predict_sentiment(self, input_ids, attention_mask=None):
+        """(B, num_labels) logits."""
+        if _is_text(input_ids):
+            return self._on_text(self.sentiment_logits, input_ids)
         return self.sentiment_logits(dict(input_ids=input_ids, attention_mask=attention_mask))
 
-    def predict_paraphrase(self, input_ids_1, attention_mask_1, input_ids_2, attention_mask_2):
+    def predict_paraphrase(self, input_ids_1, attention_mask_1=None, input_ids_2=None, attention_mask_2=None):
+        """(B,) logits, > 0 means paraphrase."""
+        if _is_text(input_ids_1):
+            return self._on_text(self.paraphrase_logits, input_ids_1, attention_mask_1,
+                                 "cross" if self.para_mode == "cross" else "siamese", both_orders=self.symmetric_pairs)
         return self.paraphrase_logits(dict(input_ids_1=input_ids_1, attention_mask_1=attention_mask_1,
                                            input_ids_2=input_ids_2, attention_mask_2=attention_mask_2))
 
-    def predict_similarity(self, input_ids_1, attention_mask_1, input_ids_2, attention_mask_2):
+    def predict_similarity(self, input_ids_1, attention_mask_1=None, input_ids_2=None, attention_mask_2=None):
         """Similarity on the 0–5 scale."""
-        scores = self.similarity_scores(dict(input_ids_1=input_ids_1, attention_mask_1=attention_mask_1,
-                                             input_ids_2=input_ids_2, attention_mask_2=attention_mask_2))
+        if _is_text(input_ids_1):
+            cross = self.sts_mode == "cross"
+            scores = self._on_text(self.similarity_scores, input_ids_1, attention_mask_1, "cross" if cross else "siamese",
+                                   both_orders=self.symmetric_pairs and cross)
+        else:
+            scores = self.similarity_scores(dict(input_ids_1=input_ids_1, attention_mask_1=attention_mask_1,
+                                                 input_ids_2=input_ids_2, attention_mask_2=attention_mask_2))
         return (5.0 * scores).clamp(0.0, 5.0)
+
+
+def _is_text(x) -> bool:
+    return isinstance(x, str) or (isinstance(x, (list, tuple)) and len(x) > 0 and isinstance(x[0], str))

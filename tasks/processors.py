@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence
 
@@ -43,10 +44,25 @@ class Processor:
 
     @classmethod
     def from_files(cls, name: str, tokenizer, train=None, dev=None, test=None, max_examples: Optional[int] = None, **kw):
-        """Load the given files (paths; None skips a split). `max_examples` keeps a fixed random N of each (quick runs)."""
+        """Load the given files (paths; None skips a split).
+
+        `max_examples` keeps a fixed random N of train and dev (quick runs); the test split is always read
+        whole, since its predictions must cover every id. A train or dev file with no usable rows stops here,
+        naming the file, rather than deep inside the first batch.
+        """
         task = get_task(name)
-        splits = {s: ([] if p is None else subsample(task.loader(Path(p)), max_examples)) for s, p in
-                  (("train", train), ("dev", dev), ("test", test))}
+        splits = {}
+        for split, path in (("train", train), ("dev", dev), ("test", test)):
+            examples = [] if path is None else task.loader(Path(path))
+            if path is not None and not examples:
+                problem = f"{path}: no usable rows (a header and no rows, or every row skipped as malformed)"
+                if split == "test":
+                    warnings.warn(f"{problem}: no {name} test predictions will be written", stacklevel=2)
+                else:
+                    raise ValueError(f"{problem}: nothing to {'train' if split == 'train' else 'evaluate'} {name} on")
+            splits[split] = examples if split == "test" else subsample(examples, max_examples)
+            if path is not None and not splits[split] and split != "test":
+                raise ValueError(f"--max_examples {max_examples} leaves no {split} rows of {path}")
         return cls(name, tokenizer, **splits, **kw)
 
     # ---- batching -------------------------------------------------------------------------------------------

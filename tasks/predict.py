@@ -1,0 +1,70 @@
+"""Write the coursework prediction files with a saved model, without training.
+
+    python tasks/predict.py --model runs/multitask/model [--use_gpu]
+    python tasks/predict.py --model runs/multitask/model --tasks sts --sts_test data/sts-test-student.csv
+
+For every task the model has a head for, predicts the dev and test files and writes
+predictions/{task}-{dev,test}-output.csv: the same flags, file names and prediction path (processors built
+from the model's head config, length-sorted batches) as the end of training, so the files are identical.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from tasks.devices import pick_device  # noqa: E402
+from tasks.inference import build_processor, dev_table, load_or_exit, model_tasks, predict_and_write  # noqa: E402
+from tasks.metrics import format_table  # noqa: E402
+from tasks.run import add_task_file_args, task_files  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+TASKS = ("sst", "cfimdb", "para", "sts")
+
+
+def parse_args(argv=None, description=None, splits=("dev", "test")):
+    parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", default=str(REPO / "runs" / "multitask" / "model"),
+                        help="a model folder written by training (a plain encoder or hub id is refused: its heads are untrained)")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=None, help="default: every task the model has")
+    parser.add_argument("--use_gpu", action="store_true")
+    parser.add_argument("--data_dir", default=str(REPO / "data"), help="folder with the CS224N files")
+    parser.add_argument("--predictions_dir", default=str(REPO / "predictions"))
+    if "test" in splits:
+        parser.add_argument("--splits", nargs="+", choices=splits, default=list(splits))
+    for name in TASKS:
+        add_task_file_args(parser, name, name)
+    return parser.parse_args(argv)
+
+
+def load(args, prog: str, splits):
+    """The model, its tasks' processors (dev/test only) and their files."""
+    model = load_or_exit(args.model, prog)
+    device = pick_device(args.use_gpu)
+    model.to(device)
+    files, processors = {}, {}
+    for name in model_tasks(model, args.tasks, prog):
+        files[name] = task_files(args, name, name)
+        try:
+            processors[name] = build_processor(name, model, model.tokenizer, files[name], splits=splits)
+        except (OSError, ValueError) as err:
+            sys.exit(f"{prog}: {err}")
+    return model, processors, files, device
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    model, processors, files, device = load(args, "predict.py", args.splits)
+    scores = predict_and_write(model, processors, files, device, args.splits)
+    if scores:
+        print(format_table(dev_table(scores)))
+    written = sorted(files[n][f"{s}_out"] for n, p in processors.items() for s in args.splits if p.splits[s])
+    print("predictions written:\n  " + "\n  ".join(written))
+    return scores
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Bad input files get an error naming the file and line, or a skip that is counted and named: never silence."""
+import csv
+import warnings
+
+import pytest
+
+from minibert import Tokenizer
+from tasks import multitask
+from tasks.data import load_paraphrase, load_sentiment, load_similarity
+from tasks.processors import SentimentProcessor, SimilarityProcessor
+
+HEADER = "\tid\tsentence\tsentiment\n"
+
+
+def rows(n, start=0):
+    return "".join(f"{i}\tid{i}\t Sentence number {i} .\t{i % 5}\n" for i in range(start, start + n))
+
+
+def load_warned(loader, path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        examples = loader(path)
+    return examples, [str(w.message) for w in caught]
+
+
+def test_a_byte_that_is_not_utf8_names_file_line_and_byte(tmp_path):
+    path = tmp_path / "ids-sst-train.csv"
+    path.write_bytes((HEADER + rows(3)).encode() + "3\tid3\t Caf\xe9 latin-1 .\t2\n".encode("latin-1") + rows(2, 4).encode())
+    with pytest.raises(ValueError, match=r"ids-sst-train\.csv, line 5, column 11: byte 0xe9 is not UTF-8"):
+        load_sentiment(path)
+
+
+def test_a_byte_that_is_not_utf8_deep_in_a_big_file(tmp_path):
+    path = tmp_path / "sts-dev.csv"  # far past the first read buffer, where the decoder's offset means nothing
+    text = "\tid\tsentence1\tsentence2\tsimilarity\n" + "".join(f"{i}\ts{i}\tA b .\tC d .\t1.0\n" for i in range(3000))
+    path.write_bytes(text.encode() + b"3000\ts3000\tA \xff .\tC .\t2\n")
+    with pytest.raises(ValueError, match=r"sts-dev\.csv, line 3002, column \d+: byte 0xff is not UTF-8"):
+        load_similarity(path)
+
+
+def test_duplicate_ids_are_skipped_counted_and_named(tmp_path, tiny_checkpoint):
+    path = tmp_path / "ids-sst-test-student.csv"
+    path.write_text("\tid\tsentence\n0\tt1\t One .\n1\tt2\t Two .\n2\tt1\t One again .\n3\tt3\t Three .\n4\tt1\t Once more .\n")
+    examples, msgs = load_warned(load_sentiment, path)
+    assert [(e.id, e.sentence) for e in examples] == [("t1", "One ."), ("t2", "Two ."), ("t3", "Three .")]
+    assert len(msgs) == 1 and "skipped 2 malformed row(s) of 5" in msgs[0]
+    assert "line 4: duplicate id 't1' (first on line 2)" in msgs[0] and "line 6: duplicate id 't1' (first on line 2)" in msgs[0]
+    proc = SentimentProcessor("sst", Tokenizer.from_pretrained(tiny_checkpoint), test=examples)
+    proc.write(tmp_path / "out.csv", [0, 1, 2], "test")
+    with open(tmp_path / "out.csv", newline="") as f:
+        ids = [r["id"] for r in csv.DictReader(f)]
+    assert ids == ["t1", "t2", "t3"]  # one prediction per id
+
+
+def test_an_unbalanced_quote_that_swallows_rows_names_the_lines(tmp_path):
+    path = tmp_path / "quora-dev.csv"
+    head = "\tid\tsentence1\tsentence2\tis_duplicate\n"
+    good = "".join(f"{i}\tq{i}\tIs it {i}?\tIs it really {i}?\t1.0\n" for i in range(2, 6))
+    path.write_text(head + '0\tq0\tFine?\tFine.\t0.0\n1\tq1\t"Where does it end?\tHere.\t0.0\n' + good +
+                    '6\tq6\tA "quoted" word?\t"Closing" here.\t1.0\n7\tq7\tLast?\tLast.\t0.0\n')
+    with pytest.raises(ValueError, match=r"quora-dev\.csv, line 3: a quoted field opening on this line runs on to line 8, "
+                                         r"so lines 4-8 were read as part of it, not as rows \(an unbalanced quote\?\)"):
+        load_paraphrase(path)  # before: q1 kept, its sentence1 holding rows q2-q5, and no warning at all
+    path.write_text(head + '0\tq0\tFine?\tFine.\t0.0\n1\tq1\t"Never closed?\tHere.\t0.0\n' + good)
+    with pytest.raises(ValueError, match=r"line 3: a quoted field opening on this line runs on to line 7, so lines 4-7"):
+        load_paraphrase(path)  # before: "skipped 1 malformed row(s) of 2 (line 3: empty label)"
+    # a quoted sentence over two lines (no row inside it) is still read, as before
+    path.write_text(head + '0\tq0\t"Over\ntwo lines?"\tYes.\t1.0\n1\tq1\tNext?\tNext.\t0.0\n')
+    examples, msgs = load_warned(load_paraphrase, path)
+    assert [e.sentence1 for e in examples] == ["Over\ntwo lines?", "Next?"] and msgs == []
+
+
+def test_a_training_file_without_rows_stops_before_training_naming_the_file(tmp_path, tiny_checkpoint, tiny_data):
+    tok = Tokenizer.from_pretrained(tiny_checkpoint)
+    empty = tmp_path / "ids-sst-train.csv"
+    empty.write_text(HEADER)
+    with pytest.raises(ValueError, match=r"ids-sst-train\.csv: no usable rows .* nothing to train sst on"):
+        SentimentProcessor.from_files("sst", tok, train=empty, dev=tiny_data / "ids-sst-dev.csv")
+    all_bad = tmp_path / "all-bad.csv"
+    all_bad.write_text(HEADER + "0\tx\t Label missing .\t\n")
+    with pytest.raises(ValueError, match=r"all-bad\.csv: no usable rows .*every row skipped"):
+        with pytest.warns(UserWarning, match="skipped 1 malformed"):
+            SentimentProcessor.from_files("sst", tok, train=all_bad)
+    with pytest.raises(ValueError, match="nothing to evaluate sst on"):
+        SentimentProcessor.from_files("sst", tok, train=tiny_data / "ids-sst-train.csv", dev=empty)
+    with pytest.warns(UserWarning, match=r"ids-sst-train\.csv: no usable rows .*: no sst test predictions will be written"):
+        SentimentProcessor.from_files("sst", tok, test=empty)  # an empty test file is odd, not fatal: said, not silent
+    with pytest.raises(ValueError, match=r"ids-sst-train\.csv: no usable rows"):  # the CLI stops at load time
+        multitask.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--tasks", "sst",
+                        "--sst_train", str(empty), "--out_dir", str(tmp_path / "run"),
+                        "--predictions_dir", str(tmp_path / "pred")])
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_max_examples_limits_train_and_dev_but_test_predictions_cover_every_id(tmp_path, tiny_checkpoint, tiny_data):
+    tok = Tokenizer.from_pretrained(tiny_checkpoint)
+    proc = SimilarityProcessor.from_files("sts", tok, train=tiny_data / "sts-train.csv", dev=tiny_data / "sts-dev.csv",
+                                          test=tiny_data / "sts-test-student.csv", max_examples=5)
+    assert {s: len(v) for s, v in proc.splits.items()} == {"train": 5, "dev": 5, "test": 32}
+    multitask.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--tasks", "sts", "--epochs", "1",
+                    "--max_examples", "5", "--out_dir", str(tmp_path / "run"), "--predictions_dir", str(tmp_path / "pred")])
+    with open(tmp_path / "pred" / "sts-test-output.csv", newline="") as f:
+        predicted = [r["id"] for r in csv.DictReader(f)]
+    assert predicted == [e.id for e in proc.splits["test"]] and len(predicted) == 32
+    assert len((tmp_path / "pred" / "sts-dev-output.csv").read_text().splitlines()) == 6
+
+
+def test_what_already_worked_still_does(tmp_path):
+    path = tmp_path / "sts-train.csv"
+    path.write_text("\tid\tsentence1\tsentence2\tsimilarity\n0\ts0\tA.\tB.\tnan\n1\ts1\tA.\tB.\tinf\n2\ts2\tA.\tB.\t3.5\n")
+    examples, msgs = load_warned(load_similarity, path)
+    assert [e.id for e in examples] == ["s2"] and "skipped 2 malformed row(s) of 3" in msgs[0]
+    assert "line 2: label 'nan'" in msgs[0] and "line 3: label 'inf'" in msgs[0]
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match=r"empty\.csv: expected tab-separated columns"):
+        load_similarity(tmp_path / "empty.csv")
