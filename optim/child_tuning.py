@@ -6,13 +6,22 @@ probability p_F and rescaled so that the masked gradient is unbiased:
 
     g̃ = g ⊙ M / p_F,   M ~ Bernoulli(p_F) elementwise,   E[g̃] = g
 
-Child-Tuning-D (task-driven): one pass over (a sample of) the training data estimates each encoder
-weight's importance by the empirical Fisher information, the mean squared gradient over N batches,
+Unbiased for SGD, but not a same-size step under Adam: Adam divides by √E[g̃²] = |g| / √p_F, so a steady
+gradient moves a weight by about √p_F · lr a step (0.55 · lr at p_F = 0.3), as if the learning rate were
+smaller. Compare -F with plain fine-tuning each at its own tuned learning rate.
 
-    F(w) = (1/N) Σₙ (∂Lₙ/∂w)²
+Child-Tuning-D (task-driven): one pass over the training data estimates each encoder weight's importance by
+the empirical Fisher information, the mean squared gradient over the N batches, each tensor's gradient first
+clipped to norm c (the reference's `clip_grad_norm_(params, max_grad_norm)`, c = 1.0, inside its Fisher loop):
+
+    F(w) = (1/N) Σₙ (clip_c(∂Lₙ/∂W))²_w
 
 and keeps, once and for all, the top p_D fraction of encoder weights ranked globally across all tensors;
 the others' gradients are zeroed (not rescaled). Embeddings and task heads are not masked.
+
+Both mask gradients only, as the reference does (inside its AdamW's step): decoupled weight decay still
+shrinks the weights outside the child network, and under -F Adam's momentum still moves a weight whose
+gradient this step's mask dropped.
 
 Wiring in a training loop, after any gradient clipping (where the reference code applies it, inside its
 optimizer's step) and before the step:
@@ -91,12 +100,13 @@ class ChildTuningF:
 
 def empirical_fisher(model: nn.Module, batches: Iterable, loss_fn: Callable[[nn.Module, object], torch.Tensor],
                      param_filter: Callable[[str], bool] = is_encoder_layer, max_batches: Optional[int] = None,
-                     max_grad_norm: Optional[float] = None) -> Dict[str, torch.Tensor]:
+                     max_grad_norm: Optional[float] = 1.0) -> Dict[str, torch.Tensor]:
     """F(w) = mean over batches of (∂L/∂w)², for the parameters whose name passes `param_filter`.
 
     loss_fn(model, batch) returns the batch's scalar loss. The model's mode (train/eval) is left as it is.
     max_grad_norm clips each tensor's gradient to that norm before squaring, as the reference code does
-    (with 1.0); None (default) uses the raw gradients. Leaves every .grad as None afterwards.
+    (its max_grad_norm, 1.0 by default); None or 0 uses the raw gradients. max_batches None or 0 reads every
+    batch (the reference: the whole training set). Leaves every .grad as None afterwards.
     """
     names = [n for n, p in model.named_parameters() if p.requires_grad and param_filter(n)]
     if not names:
@@ -105,15 +115,15 @@ def empirical_fisher(model: nn.Module, batches: Iterable, loss_fn: Callable[[nn.
     fisher = {n: torch.zeros_like(params[n]) for n in names}
     count = 0
     for batch in batches:
-        if max_batches is not None and count >= max_batches:
+        if max_batches and count >= max_batches:
             break
         model.zero_grad(set_to_none=True)
         loss_fn(model, batch).backward()
         for n in names:
             if params[n].grad is None:  # a parameter this batch does not reach adds 0
                 continue
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params[n], max_grad_norm)
+            if max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params[n], max_grad_norm)  # this tensor alone, as the reference
             fisher[n] += params[n].grad.detach() ** 2
         count += 1
     model.zero_grad(set_to_none=True)
@@ -127,7 +137,9 @@ def top_fraction_mask(scores: Dict[str, torch.Tensor], reserve_p: float) -> Dict
 
     The threshold is the k-th largest value, found by selection (torch.kthvalue: a quickselect, no full sort).
     Everything above it is kept; of the values equal to it, the first ones in order (tensors in dict order,
-    elements in flattened order) fill the remaining places, so exactly k are kept even with ties.
+    elements in flattened order) fill the remaining places, so exactly k are kept even with ties. (The
+    reference keeps F ≥ np.percentile(F, 100 · (1 − p)): the same set up to ties and the percentile's
+    interpolation between two neighbouring values.)
     """
     _check_reserve_p(reserve_p)
     if not scores:
@@ -148,7 +160,7 @@ def top_fraction_mask(scores: Dict[str, torch.Tensor], reserve_p: float) -> Dict
 
 def fisher_mask(model: nn.Module, batches: Iterable, loss_fn: Callable[[nn.Module, object], torch.Tensor],
                 reserve_p: float, param_filter: Callable[[str], bool] = is_encoder_layer,
-                max_batches: Optional[int] = None, max_grad_norm: Optional[float] = None) -> Dict[str, torch.Tensor]:
+                max_batches: Optional[int] = None, max_grad_norm: Optional[float] = 1.0) -> Dict[str, torch.Tensor]:
     """Child-Tuning-D's masks: the top reserve_p fraction of the encoder's weights by empirical Fisher."""
     _check_reserve_p(reserve_p)
     fisher = empirical_fisher(model, batches, loss_fn, param_filter, max_batches, max_grad_norm)
@@ -165,7 +177,7 @@ class ChildTuningD:
     @classmethod
     def from_fisher(cls, model: nn.Module, batches: Iterable, loss_fn: Callable[[nn.Module, object], torch.Tensor],
                     reserve_p: float, param_filter: Callable[[str], bool] = is_encoder_layer,
-                    max_batches: Optional[int] = None, max_grad_norm: Optional[float] = None) -> "ChildTuningD":
+                    max_batches: Optional[int] = None, max_grad_norm: Optional[float] = 1.0) -> "ChildTuningD":
         return cls(fisher_mask(model, batches, loss_fn, reserve_p, param_filter, max_batches, max_grad_norm))
 
     def kept_fraction(self) -> float:

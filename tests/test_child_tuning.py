@@ -1,5 +1,6 @@
-"""Child-Tuning-F and -D: the F mask's keep rate and unbiasedness, D's exact top fraction and its Fisher, masked
-parameters that do not move, and flags off leaving training bit-identical."""
+"""Child-Tuning-F and -D: the F mask's keep rate, unbiasedness and smaller Adam step, D's exact top fraction and
+its Fisher (clipped per tensor as the reference, by hand), masked parameters that do not move except by weight
+decay, and flags off leaving training bit-identical."""
 import io
 import math
 
@@ -127,7 +128,7 @@ def test_empirical_fisher_is_the_mean_squared_gradient_of_the_encoder_layers():
     torch.manual_seed(0)
     model = TinyBert(dropout=0.0)
     data = batches(5)
-    fisher = empirical_fisher(model, data, loss_fn, max_batches=4)
+    fisher = empirical_fisher(model, data, loss_fn, max_batches=4, max_grad_norm=None)  # raw gradients
     assert sorted(fisher) == sorted(n for n, _ in model.named_parameters() if n.startswith("layers."))
     assert all(p.grad is None for p in model.parameters())
     params = dict(model.named_parameters())
@@ -138,6 +139,51 @@ def test_empirical_fisher_is_the_mean_squared_gradient_of_the_encoder_layers():
             expected[n] += g ** 2 / 4
     for n in fisher:
         torch.testing.assert_close(fisher[n], expected[n], rtol=1e-6, atol=1e-12)
+
+
+class TwoTensors(nn.Module):
+    """Two encoder-layer tensors whose gradient is whatever the batch says: loss = a·g_a + b·g_b."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Module()])
+        self.layers[0].a, self.layers[0].b = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
+
+
+def linear_loss(model, batch):
+    return (model.layers[0].a * batch[0]).sum() + (model.layers[0].b * batch[1]).sum()
+
+
+# g_a, g_b per batch; the reference clips each tensor to norm 1 before squaring: [3, 4] -> [0.6, 0.8], [0, 2] -> [0, 1]
+HAND_BATCHES = [(torch.tensor([3.0, 4.0]), torch.tensor([0.3, 0.4])), (torch.tensor([0.3, 0.4]), torch.tensor([0.0, 2.0]))]
+CLIPPED = {"layers.0.a": [(0.36 + 0.09) / 2, (0.64 + 0.16) / 2], "layers.0.b": [(0.09 + 0.0) / 2, (0.16 + 1.0) / 2]}
+RAW = {"layers.0.a": [(9 + 0.09) / 2, (16 + 0.16) / 2], "layers.0.b": [(0.09 + 0.0) / 2, (0.16 + 4.0) / 2]}
+
+
+def test_fisher_clips_each_tensor_before_squaring_by_hand():
+    for kwargs, expected in (({}, CLIPPED), (dict(max_grad_norm=None), RAW), (dict(max_grad_norm=0), RAW)):
+        fisher = empirical_fisher(TwoTensors(), HAND_BATCHES, linear_loss, **kwargs)
+        for name, values in expected.items():
+            torch.testing.assert_close(fisher[name], torch.tensor(values), rtol=1e-5, atol=0)
+
+
+def test_masks_after_clipping_differ_from_before_clipping():
+    """Clipped, b's second weight (0.58) ranks first; raw, a's one batch of norm 5 dominates (8.08, 4.545)."""
+    for p, clipped, raw in ((0.25, ([False, False], [False, True]), ([False, True], [False, False])),
+                            (0.5, ([False, True], [False, True]), ([True, True], [False, False]))):
+        got_clipped = fisher_mask(TwoTensors(), HAND_BATCHES, linear_loss, p)
+        got_raw = fisher_mask(TwoTensors(), HAND_BATCHES, linear_loss, p, max_grad_norm=None)
+        assert [got_clipped[n].tolist() for n in ("layers.0.a", "layers.0.b")] == list(clipped)
+        assert [got_raw[n].tolist() for n in ("layers.0.a", "layers.0.b")] == list(raw)
+
+
+def test_fisher_over_all_batches_when_max_batches_is_zero():
+    data = HAND_BATCHES + [(torch.tensor([0.0, 0.5]), torch.tensor([0.5, 0.0]))]
+    everything = empirical_fisher(TwoTensors(), data, linear_loss, max_batches=0)
+    assert all(torch.equal(everything[n], f) for n, f in empirical_fisher(TwoTensors(), data, linear_loss).items())
+    torch.testing.assert_close(everything["layers.0.a"], torch.tensor([0.45, 0.8 + 0.25]) / 3, rtol=1e-5, atol=0)
+    two = empirical_fisher(TwoTensors(), data, linear_loss, max_batches=2)
+    torch.testing.assert_close(two["layers.0.a"], torch.tensor(CLIPPED["layers.0.a"]), rtol=1e-5, atol=0)
 
 
 def test_is_encoder_layer_on_huggingface_and_minibert_names():
@@ -191,6 +237,41 @@ def test_parameters_outside_the_d_mask_do_not_move(make_optimizer):
             assert moved.any(), n  # embeddings and head train normally
     assert any(moved_inside for moved_inside in (
         (p.detach() != start[n])[child.masks[n]].any() for n, p in model.named_parameters() if n in child.masks))
+
+
+def test_d_masked_weights_still_decay_as_in_the_reference():
+    """The mask zeroes gradients, not the update: AdamW's decoupled decay shrinks every masked-out weight by
+    (1 − lr · wd) a step, as the reference's ChildTuningAdamW does."""
+    model, child = _masked_model_and_child()
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.5)
+    for batch in batches(3, seed=2):
+        opt.zero_grad()
+        loss_fn(model, batch).backward()
+        child.apply(model)
+        opt.step()
+    for n, p in model.named_parameters():
+        if n in child.masks:
+            out = ~child.masks[n]
+            torch.testing.assert_close(p.detach()[out], start[n][out] * (1 - 1e-2 * 0.5) ** 3)
+
+
+def test_f_shrinks_the_adam_step_to_about_sqrt_p():
+    """Adam on a steady gradient moves lr a step; through -F's mask E[g̃] = g but E[g̃²] = g²/p, so the step
+    is about √p · lr (0.548 at p = 0.3): Child-Tuning-F also acts as a smaller learning rate."""
+    def mean_step(child, steps=300, n=20_000):
+        param = nn.Parameter(torch.zeros(n, dtype=torch.float64))
+        opt = torch.optim.AdamW([param], lr=1e-3, weight_decay=0.0, eps=1e-12)
+        for _ in range(steps):
+            before = param.detach().clone()
+            param.grad = torch.ones_like(param)
+            if child is not None:
+                child.apply([param])
+            opt.step()
+        return (before - param.detach()).mean().item() / 1e-3
+
+    assert mean_step(None) == pytest.approx(1.0, rel=1e-6)
+    assert mean_step(ChildTuningF(0.3, torch.Generator().manual_seed(0))) == pytest.approx(math.sqrt(0.3), rel=0.02)
 
 
 def test_state_dicts_resume_the_same_masks():

@@ -1,5 +1,6 @@
-"""The denoising-autoencoder phase: word deletion, BERT masking, the causal decoder, and that the decoder
-overfits a handful of sentences through nothing but their sentence vectors."""
+"""The denoising-autoencoder phase: word deletion, BERT masking, the causal decoder, the TSDAE decoder tied to
+the encoder (the same Parameter objects), and that the decoder overfits a handful of sentences through
+nothing but their sentence vectors."""
 import random
 import warnings
 
@@ -74,8 +75,9 @@ def test_decoder_is_causal_and_reads_the_input_only_through_the_sentence_vector(
     assert torch.equal(again, logits)  # the noisy input enters only as s
 
 
-def test_dae_decoder_overfits_a_handful_of_sentences(tiny_checkpoint):
-    tok, encoder, dae = _tiny(tiny_checkpoint, init_from_encoder=False)
+@pytest.mark.parametrize("kw", [{}, dict(tie_encoder_decoder=False, init_from_encoder=False)], ids=["tied", "random"])
+def test_dae_decoder_overfits_a_handful_of_sentences(tiny_checkpoint, kw):
+    tok, encoder, dae = _tiny(tiny_checkpoint, **kw)
     proc = DenoisingProcessor(SENTENCES, tok, deletion_ratio=0.6, batch_size=4)
     batch = proc.collate(SENTENCES, random.Random(0))  # fixed noise: the same noisy inputs every step
     optimizer = torch.optim.AdamW(dae.parameters(), lr=3e-3)
@@ -93,10 +95,23 @@ def test_dae_decoder_overfits_a_handful_of_sentences(tiny_checkpoint):
     assert any(len(tok.decode(i).split()) < len(s.split()) for i, s in zip(batch["input_ids"], SENTENCES))
 
 
-def test_decoder_starts_from_the_encoders_top_layer_and_shares_its_embeddings(tiny_checkpoint):
+def test_tied_decoder_is_the_encoders_layers_as_in_tsdae(tiny_checkpoint):
     _, encoder, dae = _tiny(tiny_checkpoint)
-    assert torch.equal(dae.decoder.layers[0].ffn.up.weight, encoder.layers[-1].ffn.up.weight)
-    assert dae.bert is encoder and not any(n.startswith("decoder.") and "embeddings" in n for n, _ in dae.named_parameters())
+    fresh = BertModel.from_pretrained(tiny_checkpoint)
+    assert len(dae.decoder.layers) == encoder.config.num_hidden_layers  # full depth
+    for mine, theirs in zip(dae.decoder.layers, encoder.layers):
+        for name in ("attn", "attn_norm", "ffn", "ffn_norm"):
+            a, b = dict(getattr(mine, name).named_parameters()), dict(getattr(theirs, name).named_parameters())
+            assert a.keys() == b.keys() and all(a[k] is b[k] and a[k].data_ptr() == b[k].data_ptr() for k in a)
+    assert all(torch.equal(p, q) for p, q in zip(encoder.parameters(), fresh.parameters()))  # nothing re-initialised
+    new = [n for n, _ in dae.named_parameters() if n.startswith("decoder.")]
+    assert new and all(".cross" in n or n.startswith("decoder.head.") for n in new)  # the only new weights
+    s = dae.embed(torch.tensor([[2, 40, 41, 3]]), torch.ones(1, 4, dtype=torch.long))
+    dae.decoder(dae.bert.embeddings, torch.tensor([[2, 40, 41]]), torch.ones(1, 3), s).sum().backward()
+    q = encoder.layers[0].attn.query.weight
+    before = q.detach().clone()
+    torch.optim.SGD(dae.parameters(), lr=0.1).step()
+    assert not torch.equal(q, before) and dae.decoder.layers[0].attn.query.weight is q  # one update, both roles
 
 
 def test_mlm_objective_trains_the_shared_encoder(tiny_checkpoint):

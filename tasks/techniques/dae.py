@@ -7,11 +7,16 @@ the data before any class is seen:
                                                                     │  the decoder's only view of the input
     [CLS] w1 w2 … ─► decoder (causal self-attention, cross-attention to s) ─► predict w1 w2 … [SEP]
 
-The decoder is small (one layer by default) and built from our own pieces: the encoder's embeddings as
-its input (tied, as in TSDAE), `SelfAttention` with a causal mask, a cross-attention, `FeedForward`, and an
-`MLMHead` scoring the vocabulary with the tied word embeddings. With teacher forcing, the loss is the
-cross-entropy of each next token, padding ignored. Because everything about the sentence must pass
-through s, the encoder is pushed to put the sentence's content into its pooled vector.
+With teacher forcing, the loss is the cross-entropy of each next token, padding ignored. Because everything
+about the sentence must pass through s, the encoder is pushed to put the sentence's content into its vector.
+
+The decoder, by default, is TSDAE's (sentence-transformers' DenoisingAutoEncoderLoss with
+tie_encoder_decoder=True, which the paper's code uses): as deep as the encoder, and tied to it. Decoder
+layer i *is* encoder layer i's self-attention, feed-forward and their LayerNorms (the same Parameter
+objects, run with a causal mask), plus a cross-attention block of its own; the input embeddings are the
+encoder's, and an `MLMHead` scores the vocabulary with the tied word embeddings. Only the cross-attentions
+and the head are new weights. `tie_encoder_decoder=False` builds a separate, smaller decoder instead
+(`decoder_layers`, copied from the encoder's top layers or random), which shares only the embeddings.
 
 The simpler alternative behind the same flag (`--dae_objective mlm`) is BERT's masked-language-model
 objective on the MLM head (`BertForMaskedLM`), with 15% of the tokens masked.
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import random
 import warnings
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -98,15 +103,29 @@ class CrossAttention(nn.Module):
         return self.out(merge_heads(context))  # (B, T, C)
 
 
-class DecoderLayer(nn.Module):
-    """Post-LayerNorm like the encoder's `Layer`, with a cross-attention block between its two."""
+def bert_init(module: nn.Module, std: float) -> nn.Module:
+    """BERT's initialisation of new weights: Linear ~ N(0, std), biases 0 (LayerNorms start at 1 and 0). Applied
+    to new modules only, never to the encoder's that a tied decoder shares."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            nn.init.zeros_(m.bias)
+    return module
 
-    def __init__(self, config):
+
+class DecoderLayer(nn.Module):
+    """Post-LayerNorm like the encoder's `Layer`, with a cross-attention block between its two. With `shared`
+    (an encoder `Layer`), the self-attention, feed-forward and their norms are that layer's own modules."""
+
+    def __init__(self, config, shared: Optional[nn.Module] = None):
         super().__init__()
-        C, eps = config.hidden_size, config.layer_norm_eps
-        self.attn, self.attn_norm = SelfAttention(config), nn.LayerNorm(C, eps=eps)
-        self.cross, self.cross_norm = CrossAttention(config), nn.LayerNorm(C, eps=eps)
-        self.ffn, self.ffn_norm = FeedForward(config), nn.LayerNorm(C, eps=eps)
+        C, eps, std = config.hidden_size, config.layer_norm_eps, config.initializer_range
+        if shared is None:
+            self.attn, self.attn_norm = bert_init(SelfAttention(config), std), nn.LayerNorm(C, eps=eps)
+            self.ffn, self.ffn_norm = bert_init(FeedForward(config), std), nn.LayerNorm(C, eps=eps)
+        else:
+            self.attn, self.attn_norm, self.ffn, self.ffn_norm = shared.attn, shared.attn_norm, shared.ffn, shared.ffn_norm
+        self.cross, self.cross_norm = bert_init(CrossAttention(config), std), nn.LayerNorm(C, eps=eps)
         self.drop = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
@@ -117,22 +136,23 @@ class DecoderLayer(nn.Module):
 
 
 class SentenceDecoder(nn.Module):
-    """Reconstructs a sentence from its vector: decoder layers, then an MLM head on the tied word embeddings."""
+    """Reconstructs a sentence from its vector: decoder layers, then an MLM head on the tied word embeddings.
+    `tie_to` (an encoder): one layer per encoder layer, tied to it (TSDAE); else `num_layers` new layers."""
 
-    def __init__(self, config, num_layers: int = 1):
+    def __init__(self, config, num_layers: int = 1, tie_to: Optional[nn.Module] = None):
         super().__init__()
-        if num_layers < 1:
+        if tie_to is None and num_layers < 1:
             raise ValueError(f"the decoder needs at least one layer, got {num_layers}")
-        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(num_layers))
-        self.head = MLMHead(config)
-        for m in self.modules():  # BERT's initialisation
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, std=config.initializer_range)
-                nn.init.zeros_(m.bias)
+        shared = list(tie_to.layers) if tie_to is not None else [None] * num_layers
+        self.layers = nn.ModuleList(DecoderLayer(config, layer) for layer in shared)
+        self.tied = tie_to is not None
+        self.head = bert_init(MLMHead(config), config.initializer_range)
 
     def init_from_encoder(self, encoder) -> None:
-        """Start the self-attention and feed-forward blocks from the encoder's top layers (TSDAE starts its
-        decoder from the pre-trained encoder); the cross-attention and the head stay freshly initialised."""
+        """Start an untied decoder's self-attention and feed-forward blocks from the encoder's top layers (a
+        copy); the cross-attention and the head stay freshly initialised."""
+        if self.tied:
+            raise ValueError("a tied decoder already is the encoder's layers")
         top = encoder.layers[-len(self.layers):]
         for mine, theirs in zip(self.layers, top):
             for name in ("attn", "attn_norm", "ffn", "ffn_norm"):
@@ -151,13 +171,19 @@ class SentenceDecoder(nn.Module):
 
 class DenoisingAutoencoder(MultitaskBert):
     """The encoder with its pooling (a MultitaskBert without task heads, sharing the encoder object) and a
-    decoder. Parameters are named bert.* (encoder) and decoder.* (new), so the Trainer gives them lr and head_lr."""
+    decoder, tied to the encoder by default (TSDAE). Parameters are named bert.* (the encoder, including the
+    layers a tied decoder shares) and decoder.* (new), so the Trainer gives them lr and head_lr.
+    `decoder_layers` and `init_from_encoder` apply to an untied decoder only."""
 
-    def __init__(self, encoder: nn.Module, pooling: str = "mean", decoder_layers: int = 1, init_from_encoder: bool = True):
+    def __init__(self, encoder: nn.Module, pooling: str = "mean", decoder_layers: int = 1, init_from_encoder: bool = True,
+                 tie_encoder_decoder: bool = True):
         super().__init__(encoder, tasks=(), pooling=pooling)
-        self.decoder = SentenceDecoder(encoder.config, decoder_layers)
-        if init_from_encoder:
-            self.decoder.init_from_encoder(encoder)
+        if tie_encoder_decoder:
+            self.decoder = SentenceDecoder(encoder.config, tie_to=encoder)
+        else:
+            self.decoder = SentenceDecoder(encoder.config, decoder_layers)
+            if init_from_encoder:
+                self.decoder.init_from_encoder(encoder)
 
     def reconstruction_logits(self, batch) -> torch.Tensor:
         """Teacher forcing: the decoder reads target[:, :-1] and predicts target[:, 1:]. (B, T−1, V)"""
