@@ -426,7 +426,7 @@ def epoch(args) -> List[dict]:
         model = MultitaskBert(BertModel.from_pretrained(args.model), ["sst"])
         out_dir = tempfile.TemporaryDirectory()
         config = TrainConfig(epochs=1, lr=5e-5, out_dir=out_dir.name, use_gpu=device.type == "cuda",
-                             bf16=args.epoch_dtype == "bf16")
+                             mixed_precision=args.epoch_dtype == "bf16")
         trainer = Trainer(model, {"sst": proc}, config, evaluate=lambda m: {"score": 0.0}, show_progress=False)
         model.train()
         runs.append(dict(label=label, batches=batches, data_seconds=data_seconds, trainer=trainer,

@@ -286,6 +286,10 @@ class BertForMaskedLM(PreTrainedMixin, nn.Module):
         self.mlm = MLMHead(config)
         self.mlm.apply(self._init_weights)
 
+    def encoder_parameters(self):
+        """The encoder's parameters (a training loop gives them the encoder's learning rate, the head its own)."""
+        return self.bert.parameters()
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         """Returns (logits (B, T, V), loss or None); labels use -100 for positions that are not predicted."""
         hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state

@@ -38,35 +38,32 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from tasks import classifier  # noqa: E402
 from tasks.data import get_task  # noqa: E402
-from tasks.run import REPO, run, task_files  # noqa: E402
+from tasks import techniques  # noqa: E402
+from tasks.run import parse_with_config, run, task_files  # noqa: E402
 
-# name: (phases before fine-tuning, extra flags, what it is)
-TECHNIQUES = {
-    "plain": ((), (), "plain fine-tuning"),
-    "dae": (("dae",), (), "TSDAE phase, then fine-tuning"),
-    "mlm": (("dae",), ("--dae_objective", "mlm"), "MLM phase, then fine-tuning"),
-    "contrastive": (("contrastive",), (), "Siamese cosine-MSE phase (imbalance-corrected), then fine-tuning"),
-    "supcon": (("contrastive",), ("--contrastive_loss", "supcon"), "SupCon phase, then fine-tuning"),
-    "3phase": (("dae", "contrastive"), (), "DAE → contrastive → fine-tune"),
-    "cat": ((), ("--adversarial",), "contrastive adversarial training"),
-    "child_f": ((), ("--child_tuning", "F"), "Child-Tuning-F"),
-    "child_d": ((), ("--child_tuning", "D"), "Child-Tuning-D"),
-}
+ARMS = techniques.arms()  # name -> (flags, what it is), from each technique's module
 DEFAULT_TECHNIQUES = ("plain", "dae", "contrastive", "3phase", "cat", "child_f", "child_d")
+PHASE_ORDER = ("dae", "contrastive")
 
 
 def technique_args(name: str):
-    """(phases, flags, description) of a technique or of a combination 'a+b' (phases merged, flags joined)."""
+    """(phases, flags, description) of an arm or of a combination 'a+b' (phases merged, other flags joined)."""
     parts = name.split("+")
-    unknown = [p for p in parts if p not in TECHNIQUES]
+    unknown = [p for p in parts if p not in ARMS]
     if unknown:
-        raise ValueError(f"unknown technique {unknown[0]!r}; known: {', '.join(TECHNIQUES)} (combine with +)")
-    phases = tuple(p for p in ("dae", "contrastive") if any(p in TECHNIQUES[t][0] for t in parts))
-    flags = [f for t in parts for f in TECHNIQUES[t][1]]
+        raise ValueError(f"unknown technique {unknown[0]!r}; known: {', '.join(ARMS)} (combine with +)")
+    phases, flags = set(), []
+    for part in parts:
+        arm = list(ARMS[part][0])
+        while "--phases" in arm:  # the phases of every part, merged into one --phases in the paper's order
+            i = arm.index("--phases")
+            phases.update(p for p in arm[i + 1].split(",") if p != "finetune")
+            del arm[i:i + 2]
+        flags += arm
     names = [f for f in flags if f.startswith("--")]
     if len(names) != len(set(names)) or ("dae" in parts and "mlm" in parts):
         raise ValueError(f"{name!r} combines techniques that set the same option")
-    return phases, tuple(flags), " + ".join(TECHNIQUES[t][2] for t in parts)
+    return tuple(p for p in PHASE_ORDER if p in phases), tuple(flags), " + ".join(ARMS[t][1] for t in parts)
 
 
 def summarize(records: Sequence[dict], order: Sequence[str]) -> List[dict]:
@@ -121,27 +118,26 @@ def write_tables(rows: List[dict], out_dir: Path, metric: str, header: str) -> N
     plt.close(fig)
 
 
+ABLATE_ONLY = ("task", "techniques", "seeds", "keep_checkpoints")
+PER_CELL = ("seed", "out_dir", "predictions_dir", "resume", "phases", "tasks", "predict_test", "config")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The classifier's parser (every flag with its default and help, declared there once) plus the grid's own."""
+    p = classifier.build_parser(__doc__.splitlines()[0])
+    p.set_defaults(out_dir="runs/ablate")
+    g = p.add_argument_group("ablation grid")
+    g.add_argument("--task", choices=classifier.TASKS, default="sst")
+    g.add_argument("--techniques", nargs="+", default=list(DEFAULT_TECHNIQUES),
+                   help=f"names from {', '.join(ARMS)}; 'a+b' combines two")
+    g.add_argument("--seeds", nargs="+", type=int, default=[11711, 11712, 11713])
+    g.add_argument("--keep_checkpoints", action="store_true", help="keep each cell's checkpoints (large)")
+    return p
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--task", choices=classifier.TASKS, default="sst")
-    p.add_argument("--techniques", nargs="+", default=list(DEFAULT_TECHNIQUES),
-                   help=f"names from {', '.join(TECHNIQUES)}; 'a+b' combines two")
-    p.add_argument("--seeds", nargs="+", type=int, default=[11711, 11712, 11713])
-    p.add_argument("--model", default=None, help="checkpoint (default: the embedded all-MiniLM-L6-v2)")
-    p.add_argument("--data_dir", default=str(REPO / "data"))
-    p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs, the same for every technique")
-    p.add_argument("--max_examples", type=int, default=None, help="a fixed random N examples of each split (quick runs)")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4, help="encoder learning rate (as tasks/multitask.py)")
-    p.add_argument("--head_lr", type=float, default=1e-3, help="heads' learning rate (as tasks/multitask.py)")
-    p.add_argument("--dae_epochs", type=int, default=1)
-    p.add_argument("--contrastive_epochs", type=int, default=1)
-    p.add_argument("--use_gpu", action="store_true")
-    p.add_argument("--extra", default="", help="more classifier flags for every cell, e.g. \"--max_length 64\"")
-    p.add_argument("--out_dir", default="runs/ablate")
-    p.add_argument("--resume", action="store_true", help="skip finished cells; continue an interrupted one")
-    p.add_argument("--keep_checkpoints", action="store_true", help="keep each cell's .pt files (large)")
-    args = p.parse_args(argv)
+    p = build_parser()
+    args = parse_with_config(p, argv)
     for name in args.techniques:
         technique_args(name)  # fail now, not hours into the grid
     if len(set(args.seeds)) < 3:
@@ -149,18 +145,13 @@ def parse_args(argv=None):
     return args
 
 
-def cell_argv(args, technique: str, seed: int, cell_dir: Path) -> List[str]:
-    """The classifier flags of one cell: the shared budget, the seed, then the technique's own flags."""
+def cell_args(args, technique: str, seed: int, cell_dir: Path) -> argparse.Namespace:
+    """One cell's classifier flags: the grid's shared budget, its seed and folder, then the technique's flags."""
     phases, flags, _ = technique_args(technique)
-    argv = ["--tasks", args.task, "--data_dir", args.data_dir, "--epochs", str(args.epochs),
-            "--batch_size", str(args.batch_size), "--lr", str(args.lr), "--head_lr", str(args.head_lr),
-            "--seed", str(seed), "--out_dir", str(cell_dir), "--predictions_dir", str(cell_dir / "predictions"),
-            "--no-predict_test", "--phases", ",".join(phases + ("finetune",)),
-            "--dae_epochs", str(args.dae_epochs), "--contrastive_epochs", str(args.contrastive_epochs)]
-    argv += ["--model", args.model] if args.model else []
-    argv += ["--max_examples", str(args.max_examples)] if args.max_examples else []
-    argv += (["--use_gpu"] if args.use_gpu else []) + (["--resume"] if args.resume else [])
-    return argv + shlex.split(args.extra) + list(flags)
+    cell = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ABLATE_ONLY})
+    cell.tasks, cell.seed, cell.out_dir, cell.predict_test = [args.task], seed, str(cell_dir), False
+    cell.predictions_dir, cell.phases = str(cell_dir / "predictions"), phases + ("finetune",)
+    return build_parser().parse_args(list(flags), namespace=cell)  # only the technique's flags change
 
 
 def main(argv=None):
@@ -169,8 +160,8 @@ def main(argv=None):
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results_file = out_dir / "results.jsonl"
-    budget = {k: getattr(args, k) for k in ("task", "model", "epochs", "max_examples", "batch_size", "lr", "head_lr",
-                                            "dae_epochs", "contrastive_epochs", "extra")}
+    budget = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+              if k not in PER_CELL and k not in ABLATE_ONLY or k == "task"}
     records = [json.loads(line) for line in results_file.read_text().splitlines()] if results_file.is_file() else []
     if records and not args.resume:
         sys.exit(f"{results_file} already holds {len(records)} cells: pass --resume to continue it, or a new --out_dir")
@@ -187,10 +178,10 @@ def main(argv=None):
         if (technique, seed) in done:
             continue
         cell_dir = out_dir / f"{technique}-seed{seed}"
-        cell_args = classifier.parse_args(cell_argv(args, technique, seed, cell_dir))
+        cell = cell_args(args, technique, seed, cell_dir)
         tqdm.write(f"=== {technique}, seed {seed} ===")
         t0 = time.time()
-        scores = run(cell_args, [args.task], {args.task: task_files(cell_args, args.task, args.task)})
+        scores = run(cell, [args.task], {args.task: task_files(cell, args.task, args.task)}, "classifier")
         phases = technique_args(technique)[0]
         record = {"technique": technique, "seed": seed, "score": scores[args.task], "metric": metric,
                   "wall_seconds": round(time.time() - t0, 1), "finetune_epochs": args.epochs,
@@ -199,7 +190,7 @@ def main(argv=None):
             f.write(json.dumps(record) + "\n")
         records.append(record)
         if not args.keep_checkpoints:
-            for path in cell_dir.rglob("*.pt"):
+            for path in cell_dir.rglob("*.safetensors"):
                 path.unlink()
         gc.collect()
         rows = summarize(records, list(dict.fromkeys(["plain", *args.techniques])))

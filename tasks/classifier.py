@@ -15,17 +15,21 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from tasks.run import add_task_file_args, base_parser, run, task_files  # noqa: E402
+from tasks.run import add_task_file_args, base_parser, parse_with_config, run, task_files  # noqa: E402
 
 TASKS = ("sst", "cfimdb")
 
 
-def parse_args(argv=None):
-    parser = base_parser(__doc__.splitlines()[0], out_dir="runs/classifier", epochs=3, lr=1e-4, head_lr=1e-3)
+def build_parser(description: str = __doc__.splitlines()[0]):
+    parser = base_parser(description, "classifier", out_dir="runs/classifier", epochs=3, lr=1e-4, head_lr=1e-3)
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     for name in TASKS:
         add_task_file_args(parser, name, name)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    return parse_with_config(build_parser(), argv)
 
 
 def main(argv=None):
@@ -38,7 +42,7 @@ def main(argv=None):
         for split in ("dev", "test"):  # as the coursework names them: predictions/finetune-sst-dev-output.csv
             if getattr(args, f"{name}_{split}_out") is None:
                 files[f"{split}_out"] = os.path.join(args.predictions_dir, f"{args.option}-{name}-{split}-output.csv")
-        scores = run(args, [name], {name: files})
+        scores = run(args, [name], {name: files}, "classifier")
         results[name] = scores[name] if "finetune" in args.phases else scores  # without fine-tuning: phase losses
     if "finetune" in args.phases:
         print("dev accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))

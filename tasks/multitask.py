@@ -4,7 +4,7 @@
     python tasks/multitask.py --use_gpu       # the coursework form
     python tasks/multitask.py --model bert-base-uncased --tasks sst sts --pcgrad
 
-Writes predictions/{sst,para,sts}-{dev,test}-output.csv, and runs/multitask/{metrics.jsonl,best.pt,last.pt}.
+Writes predictions/{sst,para,sts}-{dev,test}-output.csv, and runs/multitask/{metrics.jsonl,run_config.json,best.safetensors,last.safetensors}.
 """
 import argparse
 import os
@@ -14,8 +14,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from tasks.model import PARA_HEADS, STS_HEADS  # noqa: E402
-from tasks.run import add_task_file_args, base_parser, run, task_files  # noqa: E402
-from tasks.trainer import SAMPLINGS  # noqa: E402
+from tasks.run import add_task_file_args, base_parser, parse_with_config, run, task_files  # noqa: E402
 
 TASKS = ("sst", "para", "sts")
 # STS's MSE on the 0–1 scale (~0.03) is ~30x smaller than the other losses: unweighted, the shared encoder
@@ -24,7 +23,7 @@ LOSS_WEIGHTS = {"sst": 1.0, "para": 1.0, "sts": 10.0}
 
 
 def parse_args(argv=None):
-    parser = base_parser(__doc__.splitlines()[0], out_dir="runs/multitask", epochs=3, lr=1e-4, head_lr=1e-3)
+    parser = base_parser(__doc__.splitlines()[0], "multitask", out_dir="runs/multitask", epochs=3, lr=1e-4, head_lr=1e-3)
     g = parser.add_argument_group("multitask")
     g.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="train a subset of the tasks")
     g.add_argument("--para_head", choices=PARA_HEADS, default="cross")
@@ -37,9 +36,7 @@ def parse_args(argv=None):
         g.add_argument(f"--{name}_loss_weight", type=float, default=LOSS_WEIGHTS[name],
                        help="scale of this task's loss in the summed step (default %(default)s)")
         add_task_file_args(parser, name, name)
-    args = parser.parse_args(argv)
-    assert args.task_sampling in SAMPLINGS
-    return args
+    return parse_with_config(parser, argv)
 
 
 def main(argv=None):
@@ -47,7 +44,7 @@ def main(argv=None):
     files = {name: task_files(args, name, name) for name in args.tasks}
     batch_sizes = {name: getattr(args, f"{name}_batch_size") for name in args.tasks}
     loss_weights = {name: getattr(args, f"{name}_loss_weight") for name in args.tasks}
-    return run(args, args.tasks, files, batch_sizes, para_head=args.para_head, sts_head=args.sts_head,
+    return run(args, args.tasks, files, "multitask", batch_sizes, para_head=args.para_head, sts_head=args.sts_head,
                sts_loss=args.sts_loss, symmetric_pairs=args.symmetric_pairs, loss_weights=loss_weights)
 
 

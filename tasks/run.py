@@ -1,54 +1,45 @@
 """What the CLIs share: their flags, building the model and processors, training, and the final report.
 
 `tasks/multitask.py` and `tasks/classifier.py` are thin: they choose tasks and files, then call `run`.
+Flags: the model and data groups here, the training loop's from `TrainConfig`, each technique's from its
+`Config` (tasks/techniques/). `--config run.json` reads flag values from a file (the command line wins), and
+every run writes its resolved flags to <out_dir>/run_config.json, which `--config` takes back.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
-import typing
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
 from minibert import BertModel, Tokenizer
 
-from .techniques.adversarial import add_adversarial_args, adversarial_processors
+from . import techniques
+from .checkpointing import atomic_write_text, load_state, write_jsonl
 from .data import get_task
+from .devices import pick_device
+from .distributed import init_distributed, leave_distributed
+from .inference import build_processor, dev_table, predict_and_write
 from .metrics import format_table, overall_score
 from .model import POOLINGS, MultitaskBert
-from .techniques.phases import add_phase_args, run_phases, save_encoder
-from .processors import PROCESSORS
-from .trainer import TrainConfig, Trainer, init_distributed, pick_device, seed_everything
+from .saved_model import save_model_folder
+from .techniques.base import add_dataclass_args, dataclass_from_args
+from .techniques.phases import prepare_finetune, run_phases, save_encoder
+from .trainer import TrainConfig, Trainer, seed_everything
 
 REPO = Path(__file__).resolve().parent.parent
 SPLIT_FILES = {"train": "train", "dev": "dev", "test": "test-student"}
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, **defaults) -> None:
-    """One --flag per dataclass field, typed from its annotation; `defaults` override the dataclass's."""
-    hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        default = defaults.get(field.name, field.default)
-        kind = hints[field.name]
-        if kind is bool:
-            parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=default)
-            continue
-        if typing.get_origin(kind) is typing.Union:  # Optional[X]
-            kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        parser.add_argument(f"--{field.name}", type=kind, default=default)
-
-
-def dataclass_from_args(cls, args: argparse.Namespace):
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
-
-
-def base_parser(description: str, **train_defaults) -> argparse.ArgumentParser:
+def base_parser(description: str, cli: str, **train_defaults) -> argparse.ArgumentParser:
+    """The model, data and training flags, and those of every technique `cli` offers."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", default=None, help="a JSON file of flag values (e.g. a run's run_config.json); "
+                                                       "flags given on the command line override it")
     g = parser.add_argument_group("model")
     g.add_argument("--model", default=None,
                    help="checkpoint: none = the embedded all-MiniLM-L6-v2, a local folder, or a hub id (bert-base-uncased)")
@@ -63,15 +54,41 @@ def base_parser(description: str, **train_defaults) -> argparse.ArgumentParser:
                    help="recompute each layer's activations in the backward pass: less memory, more time (large models)")
     g = parser.add_argument_group("data")
     g.add_argument("--data_dir", default=str(REPO / "data"), help="folder with the CS224N files")
-    g.add_argument("--max_examples", type=int, default=None, help="use a fixed random N examples of each file (quick runs)")
+    g.add_argument("--max_examples", type=int, default=None,
+                   help="train and evaluate on a fixed random N examples of each file (quick runs); test: every row")
     g.add_argument("--batch_size", type=int, default=32)
     g.add_argument("--predictions_dir", default=str(REPO / "predictions"))
     g.add_argument("--predict_test", action=argparse.BooleanOptionalAction, default=True,
                    help="also predict the unlabelled test split (--no-predict_test: dev only, e.g. for ablations)")
     add_dataclass_args(parser.add_argument_group("training"), TrainConfig, **train_defaults)
-    add_phase_args(parser)
-    add_adversarial_args(parser)
+    techniques.add_technique_args(parser, cli)
     return parser
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """parse_args, with --config's values as the defaults; an unknown name in the file is an error naming it."""
+    first, _ = parser.parse_known_args(argv)
+    if first.config:
+        path = Path(first.config)
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            parser.error(f"--config {path}: {err}")
+        known = {a.dest for a in parser._actions}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            parser.error(f"--config {path}: unknown flag(s) {', '.join(unknown)}")
+        values.pop("config", None)
+        parser.set_defaults(**values)
+    args = parser.parse_args(argv)
+    if isinstance(getattr(args, "phases", None), str):  # from a config file: the same check as on the command line
+        args.phases = techniques.phases.parse_phases(args.phases)
+    return args
+
+
+def write_run_config(args: argparse.Namespace, out_dir) -> None:
+    values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "config"}
+    atomic_write_text(Path(out_dir) / "run_config.json", json.dumps(values, indent=1) + "\n")
 
 
 def add_task_file_args(parser: argparse.ArgumentParser, prefix: str, task: str) -> None:
@@ -95,19 +112,19 @@ def task_files(args, prefix: str, task: str) -> Dict[str, str]:
     return files
 
 
-def make_evaluator(processors: Dict[str, object], device) -> typing.Callable:
+def make_evaluator(processors: Dict[str, object], device) -> Callable[[torch.nn.Module], Dict[str, float]]:
     def evaluate(model) -> Dict[str, float]:
         scores = {name: p.score(p.predict(model, "dev", device), "dev") for name, p in processors.items()}
         return {**scores, "score": overall_score(scores)}
     return evaluate
 
 
-def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], batch_sizes: Optional[Dict[str, int]] = None,
+def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, batch_sizes: Optional[Dict[str, int]] = None,
         para_head: str = "cross", sts_head: str = "cosine", sts_loss: str = "mse",
         symmetric_pairs: bool = False, loss_weights: Optional[Dict[str, float]] = None) -> Dict[str, float]:
-    """Build the model and processors for `tasks`, train, reload the best epoch, score dev, write predictions.
+    """Build the model and processors for `tasks`, run the phases, train, reload the best weights, write predictions.
 
-    Under `torchrun --nproc_per_node N` every process trains (see tasks/trainer.py); rank 0 alone prints, predicts
+    Under `torchrun --nproc_per_node N` every process trains (tasks/distributed.py); rank 0 alone prints, predicts
     and writes files, and the other ranks return {} after training.
     """
     started = time.time()
@@ -118,71 +135,65 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], batch_sizes: O
     device = pick_device(config.use_gpu)
     tokenizer = Tokenizer.from_pretrained(args.model)
     encoder = BertModel.from_pretrained(args.model, hidden_dropout_prob=args.hidden_dropout_prob,
-                                        attn_implementation=getattr(args, "attn_implementation", "sdpa"),
-                                        gradient_checkpointing=getattr(args, "gradient_checkpointing", False))
+                                        attn_implementation=args.attn_implementation,
+                                        gradient_checkpointing=args.gradient_checkpointing)
     num_labels = get_task(tasks[0]).num_classes if tasks[0] in ("sst", "cfimdb") else 5
     model = MultitaskBert(encoder, tasks, num_labels=num_labels, pooling=args.pooling, para_head=para_head,
-                          sts_head=sts_head, dropout=args.hidden_dropout_prob)
+                          sts_head=sts_head, dropout=args.hidden_dropout_prob, max_length=args.max_length,
+                          symmetric_pairs=symmetric_pairs, tokenizer=tokenizer)
     if args.option == "pretrain":
         for p in model.bert.parameters():
             p.requires_grad = False
 
     processors = {}
-    for name in tasks:
-        extra = {"para": {"form": para_head, "symmetric": symmetric_pairs},
-                 "sts": {"form": "cross" if sts_head == "cross" else "siamese", "loss_kind": sts_loss,
-                         "symmetric": symmetric_pairs and sts_head == "cross"}}.get(name, {})
-        processors[name] = PROCESSORS[name].from_files(
-            name, tokenizer, train=files[name]["train"], dev=files[name]["dev"],
-            test=files[name]["test"] if getattr(args, "predict_test", True) else None,
+    for name in tasks:  # read as the model's head config says, the same path as tasks/predict.py
+        processors[name] = build_processor(
+            name, model, tokenizer, files[name], splits=("train", "dev", "test") if args.predict_test else ("train", "dev"),
             max_examples=args.max_examples, batch_size=(batch_sizes or {}).get(name) or args.batch_size,
-            max_length=args.max_length, seed=config.seed, **extra)
+            seed=config.seed, **({"loss_kind": sts_loss} if name == "sts" else {}))
         processors[name].loss_weight = (loss_weights or {}).get(name, 1.0)
         sizes = {s: len(p) for s, p in processors[name].splits.items()}
         log(f"{name}: {sizes['train']} train / {sizes['dev']} dev / {sizes['test']} test examples")
+    if rank == 0:
+        Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+        write_run_config(args, config.out_dir)
 
     phase_scores = run_phases(args, model, processors, tokenizer, config)  # DAE / contrastive, if asked for
-    if "finetune" not in getattr(args, "phases", ("finetune",)):
+    if "finetune" not in args.phases:
         if rank == 0:
             folder = save_encoder(model.bert, args.model, Path(config.out_dir) / "encoder")
             print(f"phases {', '.join(args.phases)} done; encoder saved to {folder} (pass it as --model)")
-        return _finish(world_size, phase_scores if rank == 0 else {})
+        leave_distributed()
+        return phase_scores if rank == 0 else {}
 
-    evaluate = make_evaluator(processors, device)
+    prepare_finetune(args, model)  # --finetune_encoder frozen: the paper's third phase
     meta = {"model": args.model, "heads": model.head_config(), "bert_config": encoder.config.to_dict(),
             "argv": sys.argv[1:]}
-    trainer = Trainer(model, adversarial_processors(args, model, processors), config, evaluate, checkpoint_meta=meta)
+    trainer = Trainer(model, techniques.wrap_processors(args, model, processors, cli), config,
+                      make_evaluator(processors, device), techniques.callbacks(args, model, cli, config.seed),
+                      checkpoint_meta=meta)
     history = trainer.fit()
     if rank != 0:
-        return _finish(world_size, {})
+        leave_distributed()
+        return {}
 
-    best = torch.load(Path(config.out_dir) / "best.pt", map_location="cpu", weights_only=False)
+    best = load_state(Path(config.out_dir) / "best.safetensors")
     model.load_state_dict(best["model"])
     model.to(device)
-    table, scores = {}, {}
-    for name, proc in processors.items():
-        for split in ("dev", "test"):
-            if proc.splits[split]:
-                preds = proc.predict(model, split, device)
-                proc.write(files[name][f"{split}_out"], preds, split)
-                if split == "dev":
-                    scores[name] = proc.score(preds, "dev")
-                    table[name] = {get_task(name).metric: scores[name]}
-    scores["overall"] = overall_score({k: v for k, v in scores.items()})
-    table["overall"] = {"score": scores["overall"]}
+    scores = predict_and_write(model, processors, files, device)
+    scores["overall"] = overall_score(scores)
+    folder = save_model_folder(model, tokenizer, Path(config.out_dir) / "model", card=dict(
+        base_checkpoint=args.model, argv=sys.argv, epoch=best["epoch"], dev_scores=scores,
+        data_sizes={n: {s: len(v) for s, v in p.splits.items()} for n, p in processors.items()}))
     wall = time.time() - started
-    print(f"\nbest epoch {best['epoch']} of {len(history)}, dev scores ({wall / 60:.1f} min in all):")
-    print(format_table(table))
-    print(f"predictions written to {', '.join(sorted({str(Path(f[k]).parent) for f in files.values() for k in ('dev_out', 'test_out')}))}")
-    with open(Path(config.out_dir) / "metrics.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps({"final": True, "best_epoch": best["epoch"], "dev": scores, "wall_seconds": round(wall, 1),
-                            "device": str(device), "processes": world_size,
-                            **({"phases": phase_scores} if phase_scores else {})}) + "\n")
-    return _finish(world_size, scores)
+    print(f"\nbest: epoch {best['epoch']}, step {best['step']} of {trainer.global_step}; dev scores "
+          f"({wall / 60:.1f} min in all):")
+    print(format_table(dev_table(scores)))
+    print(f"the model: {folder} (python tasks/predict.py --model {folder}); predictions written to {', '.join(sorted({str(Path(f[k]).parent) for f in files.values() for k in ('dev_out', 'test_out')}))}")
+    final = {"final": True, "best_epoch": best["epoch"], "best_step": best["step"], "dev": scores,
+             "wall_seconds": round(wall, 1), "device": str(device), "processes": world_size,
+             **({"phases": phase_scores} if phase_scores else {})}
+    write_jsonl(Path(config.out_dir) / "metrics.jsonl", history + [final])
+    leave_distributed()
+    return scores
 
-
-def _finish(world_size: int, result):
-    """Leave the process group (under torchrun) and return `result`."""
-    if world_size > 1 and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    return result

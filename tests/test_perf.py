@@ -191,8 +191,8 @@ def test_compile_flag_compiles_the_layers_and_trains_the_same(tmp_path, monkeypa
 
 
 def test_compile_flag_falls_back_with_a_message_where_unavailable(tmp_path, monkeypatch):
-    from tasks import trainer as trainer_module
-    monkeypatch.setattr(trainer_module.shutil, "which", lambda name: None)  # no C++ compiler for inductor on the CPU
+    from tasks import devices
+    monkeypatch.setattr(devices.shutil, "which", lambda name: None)  # no C++ compiler for inductor on the CPU
     with pytest.warns(UserWarning, match="--compile: torch.compile is unavailable here.*C\\+\\+ compiler"):
         model = _one_step(BertModel(tiny_config()), True, tmp_path)
     assert all(getattr(layer, "_compiled_call_impl", None) is None for layer in model.bert.layers)

@@ -7,6 +7,7 @@ import torch
 
 from minibert import BertModel, Tokenizer
 from tasks import classifier, multitask
+from tasks.checkpointing import load_state
 from tasks.techniques.contrastive import balanced_sizes
 from tasks.data import load_sentiment, subsample
 
@@ -25,7 +26,7 @@ def _records(path):
 
 
 def _encoder_state(path):
-    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    state = load_state(path)["model"]
     return {k: v for k, v in state.items() if k.startswith("bert.")}
 
 
@@ -53,9 +54,9 @@ def test_each_flag_runs_end_to_end(tiny_checkpoint, tiny_data, tmp_path, name):
     start = {"bert." + k: v for k, v in BertModel.from_pretrained(tiny_checkpoint).state_dict().items()}
     for phase in phases:  # each phase trained the encoder and recorded a dev loss
         assert final["phases"][f"{phase}_dev_loss"] > 0
-        after = _encoder_state(run / f"phase-{phase}" / "best.pt")
+        after = _encoder_state(run / f"phase-{phase}" / "best.safetensors")
         assert any(not torch.equal(after[k], start[k]) for k in after)
-    best = torch.load(run / "best.pt", map_location="cpu", weights_only=False)
+    best = load_state(run / "best.safetensors")
     assert any(k.startswith("heads.cat_sst.") for k in best["model"]) == (name == "adversarial")
     assert best["config"]["child_tuning"] == {"child_f": "F", "child_d": "D"}.get(name, "none")
 
@@ -77,7 +78,7 @@ def test_phases_then_a_frozen_encoder_probe(tiny_checkpoint, tiny_data, tmp_path
     """--option pretrain: the phases train the encoder, fine-tuning then trains the head only."""
     _classify(tiny_checkpoint, tiny_data, tmp_path, "--phases", "contrastive,finetune", "--option", "pretrain")
     run = tmp_path / "sst-pretrain"
-    after_phase, final = _encoder_state(run / "phase-contrastive" / "best.pt"), _encoder_state(run / "best.pt")
+    after_phase, final = _encoder_state(run / "phase-contrastive" / "best.safetensors"), _encoder_state(run / "best.safetensors")
     assert all(torch.equal(final[k], after_phase[k]) for k in final)
 
 

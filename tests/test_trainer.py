@@ -7,8 +7,21 @@ import torch
 from minibert import BertModel, Tokenizer
 from tasks.model import MultitaskBert
 from tasks.processors import PROCESSORS
-from tasks.trainer import TrainConfig, Trainer, task_schedule
+from tasks.checkpointing import load_state
 from tasks.run import make_evaluator
+from tasks.sampling import task_schedule
+from tasks.techniques.child_tuning import ChildTuningConfig, ChildTuningTechnique
+from tasks.techniques.ema import EMAConfig, EMATechnique
+from tasks.techniques.pcgrad import PCGradConfig, PCGradTechnique
+from tasks.trainer import TrainConfig, Trainer
+
+
+def _callbacks(model, seed=11711, pcgrad=False, child_tuning="none", child_tuning_p=0.3, ema_decay=0.0):
+    """The techniques' callbacks, as the CLIs build them from their flags."""
+    found = [PCGradTechnique().callback(PCGradConfig(pcgrad), model, seed),
+             ChildTuningTechnique().callback(ChildTuningConfig(child_tuning, child_tuning_p), model, seed),
+             EMATechnique().callback(EMAConfig(ema_decay), model, seed)]
+    return [c for c in found if c is not None]
 
 SIZES = {"sst": 5, "para": 9, "sts": 3}
 
@@ -60,9 +73,9 @@ def test_loop_overfits_one_tiny_batch(tiny_checkpoint, tiny_data, tmp_path, task
         def __next__(self):
             return batch
 
-    first = trainer.training_step([task], {task: Same()})[task]
+    first = trainer.training_step([[task]], {task: Same()})[task]
     for _ in range(150):
-        last = trainer.training_step([task], {task: Same()})[task]
+        last = trainer.training_step([[task]], {task: Same()})[task]
     assert last <= 0.1 * first, (first, last)
 
 
@@ -77,8 +90,9 @@ def _run(tiny_checkpoint, tiny_data, out_dir, epochs, interrupt_at=None, resume=
             raise KeyboardInterrupt
         return evaluate(m)
 
+    techniques = {k: config.pop(k) for k in list(config) if k in ("pcgrad", "child_tuning", "ema_decay")}
     cfg = TrainConfig(epochs=epochs, lr=3e-4, out_dir=str(out_dir), resume=resume, **config)
-    trainer = Trainer(model, procs, cfg, maybe_interrupt, show_progress=False)
+    trainer = Trainer(model, procs, cfg, maybe_interrupt, _callbacks(model, **techniques), show_progress=False)
     try:
         trainer.fit()
     except KeyboardInterrupt:
@@ -96,7 +110,7 @@ def test_resume_continues_to_the_same_result(tiny_checkpoint, tiny_data, tmp_pat
         assert torch.equal(a, b), name
     assert [h["dev"] for h in t1.history] == [h["dev"] for h in t2.history][-3:]
     lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 3 and (tmp_path / "a" / "best.pt").is_file()
+    assert len(lines) == 3 and (tmp_path / "a" / "best.safetensors").is_file()
 
 
 class _Toy(torch.nn.Module):
@@ -129,8 +143,8 @@ def test_pcgrad_changes_the_update_only_when_tasks_conflict(tmp_path, conflict):
         torch.manual_seed(0)
         model = _Toy()
         cfg = TrainConfig(epochs=1, lr=0.1, warmup_ratio=0.0, schedule="constant", weight_decay=0.0,
-                          max_grad_norm=0.0, pcgrad=pcgrad, out_dir=str(tmp_path / str(pcgrad)))
-        Trainer(model, procs, cfg, lambda m: {"score": 0.0}, show_progress=False).fit()
+                          max_grad_norm=0.0, out_dir=str(tmp_path / str(pcgrad)))
+        Trainer(model, procs, cfg, lambda m: {"score": 0.0}, _callbacks(model, pcgrad=pcgrad), show_progress=False).fit()
         weights.append(model.bert.weight.detach().clone())
     assert torch.equal(weights[0], weights[1]) != conflict
 
@@ -173,9 +187,10 @@ def test_ema_is_the_moving_average_of_the_weights_and_is_what_gets_evaluated_and
     model = _Toy()
     evaluated = []
     cfg = TrainConfig(epochs=1, lr=0.1, warmup_ratio=0.0, schedule="constant", weight_decay=0.0, max_grad_norm=0.0,
-                      ema_decay=decay, out_dir=str(tmp_path))
+                      out_dir=str(tmp_path))
     trainer = Trainer(model, {"a": Recording([1.0, -2.0, 0.0, 0.5])}, cfg,
-                      lambda m: evaluated.append(m.bert.weight.detach().clone()) or {"score": 0.0}, show_progress=False)
+                      lambda m: evaluated.append(m.bert.weight.detach().clone()) or {"score": 0.0},
+                      _callbacks(model, ema_decay=decay), show_progress=False)
     trainer.fit()
     after_each_step = seen[1:] + [model.bert.weight.detach().clone()]
     expected = after_each_step[0]  # the first update copies the weights
@@ -183,10 +198,10 @@ def test_ema_is_the_moving_average_of_the_weights_and_is_what_gets_evaluated_and
         expected = decay * expected + (1 - decay) * w
     assert not torch.allclose(expected, model.bert.weight)  # the average lags the moving weights
     assert torch.allclose(evaluated[0], expected, atol=1e-7)
-    best = torch.load(tmp_path / "best.pt", weights_only=False)["model"]
+    best = load_state(tmp_path / "best.safetensors")["model"]
     assert torch.allclose(best["bert.weight"], expected, atol=1e-7)
     with pytest.raises(ValueError, match="ema_decay"):
-        TrainConfig(ema_decay=1.0)
+        EMAConfig(ema_decay=1.0)
 
 
 def test_child_tuning_off_is_bit_identical_and_d_freezes_unchosen_weights(tiny_checkpoint, tiny_data, tmp_path):
@@ -195,11 +210,12 @@ def test_child_tuning_off_is_bit_identical_and_d_freezes_unchosen_weights(tiny_c
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), off.state_dict().values()))
     model, procs = _setup(tiny_checkpoint, tiny_data)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    cfg = TrainConfig(epochs=1, lr=1e-3, weight_decay=0.0, child_tuning="D", child_tuning_p=0.2,
-                      out_dir=str(tmp_path / "d"))
-    trainer = Trainer(model, procs, cfg, lambda m: {"score": 0.0}, show_progress=False)
+    cfg = TrainConfig(epochs=1, lr=1e-3, weight_decay=0.0, out_dir=str(tmp_path / "d"))
+    callbacks = _callbacks(model, child_tuning="D", child_tuning_p=0.2)
+    trainer = Trainer(model, procs, cfg, lambda m: {"score": 0.0}, callbacks, show_progress=False)
     trainer.fit()
-    assert 0.15 < trainer.child.kept_fraction() < 0.25
-    for name, mask in trainer.child.masks.items():
+    child = callbacks[0].child
+    assert 0.15 < child.kept_fraction() < 0.25
+    for name, mask in child.masks.items():
         moved = model.get_parameter(name).detach() != before[name]
         assert not (moved & ~mask).any(), f"{name}: a weight outside the Child-Tuning-D mask moved"

@@ -1,1 +1,54 @@
-"""The fine-tuning techniques, one module each, and the registry the CLIs are built from."""
+"""The fine-tuning techniques, one module each, and the one registry the CLIs are built from.
+
+    pcgrad.py        PCGrad gradient surgery between tasks          a callback: backward
+    child_tuning.py  Child-Tuning-F / -D gradient masks             a callback: on_fit_start, after_backward
+    ema.py           a moving average of the weights                a callback: after_step, eval_model
+    adversarial.py   contrastive adversarial training (CAT)         wraps the processors' loss
+    phases.py        DAE → contrastive → fine-tune (dae.py, contrastive.py are its phases)   runs before fine-tuning
+
+Each declares its flags once (its `Config` dataclass). `tasks/run.py` adds the flags of the techniques a CLI
+offers (`Technique.clis`), `tasks/ablate.py` takes its arms (`Technique.arms`), `gan/train.py` its flags.
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+from .adversarial import AdversarialTechnique
+from .base import Callback, Technique, add_dataclass_args
+from .child_tuning import ChildTuningTechnique
+from .ema import EMATechnique
+from .pcgrad import PCGradTechnique
+from .phases import PhasesTechnique
+
+REGISTRY: Dict[str, Technique] = {t.name: t for t in (PCGradTechnique(), ChildTuningTechnique(), EMATechnique(),
+                                                      AdversarialTechnique(), PhasesTechnique())}
+
+
+def offered(cli: str) -> List[Technique]:
+    return [t for t in REGISTRY.values() if cli in t.clis]
+
+
+def add_technique_args(parser, cli: str) -> None:
+    """Each technique the CLI offers, its flags in a group of their own."""
+    for t in offered(cli):
+        add_dataclass_args(parser.add_argument_group(f"{t.name}: {t.summary}"), t.Config)
+
+
+def callbacks(args, model, cli: str, seed: int) -> List[Callback]:
+    """The loop's callbacks the parsed flags switch on, in registry order."""
+    found = [t.callback(t.config(args), model, seed) for t in offered(cli)]
+    return [c for c in found if c is not None]
+
+
+def wrap_processors(args, model, processors: Dict[str, object], cli: str) -> Dict[str, object]:
+    for t in offered(cli):
+        processors = t.wrap_processors(t.config(args), model, processors)
+    return processors
+
+
+def arms() -> Dict[str, tuple]:
+    """Every ablation arm of every technique: name -> (flags, what it is); 'plain' is none of them."""
+    table = {"plain": ((), "plain fine-tuning")}
+    for t in REGISTRY.values():
+        table.update(t.arms)
+    return table

@@ -19,8 +19,8 @@ during the task loss to collect the sentence vectors, two per pair for Siamese h
 """
 from __future__ import annotations
 
-import argparse
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Dict, Iterator, List
 
 import torch
@@ -28,16 +28,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..losses import cat_loss, info_nce
+from .base import Technique, flag
 
 
-def add_adversarial_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("contrastive adversarial training (Pan et al. 2022)")
-    g.add_argument("--adversarial", action=argparse.BooleanOptionalAction, default=False,
-                   help="FGM on the word embeddings + InfoNCE between clean and adversarial sentence vectors")
-    g.add_argument("--adv_epsilon", type=float, default=1.0, help="‖r‖₂ of the word-embedding perturbation")
-    g.add_argument("--adv_lambda", type=float, default=0.5, help="weight λ of the contrastive loss")
-    g.add_argument("--adv_temperature", type=float, default=0.05, help="InfoNCE temperature τ")
-    g.add_argument("--adv_projection_dim", type=int, default=128, help="output size of the projection head")
+@dataclass(frozen=True)
+class AdversarialConfig:
+    adversarial: bool = flag(False, "FGM on the word embeddings + InfoNCE between clean and adversarial sentence vectors")
+    adv_epsilon: float = flag(1.0, "‖r‖₂ of the word-embedding perturbation")
+    adv_lambda: float = flag(0.5, "weight λ of the contrastive loss")
+    adv_temperature: float = flag(0.05, "InfoNCE temperature τ")
+    adv_projection_dim: int = flag(128, "output size of the projection head")
 
 
 def fgm_perturbation(grad: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -136,7 +136,7 @@ def adversarial_processors(args, model: nn.Module, processors: Dict[str, object]
     head per task added to `model.heads` (before the Trainer builds its optimizer)."""
     if not getattr(args, "adversarial", False):
         return processors
-    if getattr(args, "option", "finetune") == "pretrain":
+    if getattr(args, "option", "finetune") == "pretrain" or not model.bert.embeddings.word.weight.requires_grad:
         raise ValueError("--adversarial needs --option finetune: it perturbs the (then frozen) word embeddings")
     C = model.bert.config.hidden_size
     wrapped = {}
@@ -146,3 +146,12 @@ def adversarial_processors(args, model: nn.Module, processors: Dict[str, object]
         wrapped[name] = AdversarialProcessor(proc, name, args.adv_epsilon, args.adv_lambda, args.adv_temperature, k)
         model.heads[wrapped[name].head_name] = projection_head(k * C, C, args.adv_projection_dim)
     return wrapped
+
+
+class AdversarialTechnique(Technique):
+    name, summary, Config = "adversarial", "contrastive adversarial training (Pan et al. 2022)", AdversarialConfig
+    clis = ("multitask", "classifier")
+    arms = {"cat": (("--adversarial",), "contrastive adversarial training")}
+
+    def wrap_processors(self, cfg: AdversarialConfig, model, processors):
+        return adversarial_processors(cfg, model, processors)

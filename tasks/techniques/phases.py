@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+from dataclasses import dataclass
 import shutil
 from pathlib import Path
 from typing import Dict, Tuple
@@ -27,10 +28,11 @@ import torch
 
 from minibert import resolve_model_dir
 
-from .contrastive import LOSSES, ContrastiveProcessor
+from .contrastive import LOSSES, ContrastiveProcessor, freeze_encoder, reference_head
 from .dae import DenoisingAutoencoder, DenoisingProcessor, masked_lm_around
+from ..checkpointing import load_state
 from ..processors import to_device
-from ..trainer import TrainConfig, Trainer
+from .base import Technique, flag
 
 PHASES = ("dae", "contrastive", "finetune")
 
@@ -46,29 +48,39 @@ def parse_phases(text: str) -> Tuple[str, ...]:
     return phases
 
 
-def add_phase_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("phases before fine-tuning (DAE, contrastive; López-Ávila & Suárez-Paniagua 2024)")
-    g.add_argument("--phases", type=parse_phases, default="finetune",
-                   help="comma-separated, in order: dae,contrastive,finetune (without finetune: save the encoder)")
-    g.add_argument("--phase_lr", type=float, default=3e-5, help="encoder learning rate of both phases (the paper uses one)")
-    g.add_argument("--phase_head_lr", type=float, default=1e-4, help="learning rate of the DAE decoder / MLM head")
-    g.add_argument("--phase_dev_examples", type=int, default=1000, help="dev examples for each phase's dev loss")
-    g.add_argument("--dae_epochs", type=int, default=1)
-    g.add_argument("--dae_objective", choices=("tsdae", "mlm"), default="tsdae",
-                   help="tsdae: delete words, reconstruct from the sentence vector; mlm: masked-language model")
-    g.add_argument("--dae_deletion_ratio", type=float, default=0.6)
-    g.add_argument("--dae_mask_prob", type=float, default=0.15, help="(mlm) share of tokens masked")
-    g.add_argument("--dae_decoder_layers", type=int, default=1)
-    g.add_argument("--dae_decoder_init", choices=("encoder", "random"), default="encoder",
-                   help="start the decoder's layers from the encoder's top layers, or at random")
-    g.add_argument("--contrastive_epochs", type=int, default=1)
-    g.add_argument("--contrastive_loss", choices=LOSSES, default="cosine_mse")
-    g.add_argument("--contrastive_temperature", type=float, default=0.1, help="(supcon) temperature τ")
-    g.add_argument("--imbalance_correction", action=argparse.BooleanOptionalAction, default=True,
-                   help="oversample classes by the paper's log-ratio formula, copies varied by stop-word deletion")
-    g.add_argument("--imbalance_min_ratio", type=float, default=1.5)
-    g.add_argument("--imbalance_max_ratio", type=float, default=4.0)
-    g.add_argument("--stopword_p", type=float, default=0.5, help="chance of deleting each stop word of a copy")
+@dataclass(frozen=True)
+class PhasesConfig:
+    phases: Tuple[str, ...] = flag(("finetune",), "comma-separated, in order: dae,contrastive,finetune (without "
+                                   "finetune: save the encoder)", type=parse_phases)
+    phase_lr: float = flag(3e-5, "encoder learning rate of both phases (the paper uses one)")
+    phase_head_lr: float = flag(1e-4, "learning rate of the DAE decoder / MLM head")
+    phase_dev_examples: int = flag(1000, "dev examples for each phase's dev loss")
+    dae_epochs: int = flag(1, "epochs of the DAE phase")
+    dae_objective: str = flag("tsdae", "tsdae: delete words, reconstruct from the sentence vector; mlm: masked-language "
+                                       "model", choices=("tsdae", "mlm"))
+    dae_deletion_ratio: float = flag(0.6, "(tsdae) share of words deleted")
+    dae_mask_prob: float = flag(0.15, "(mlm) share of tokens masked")
+    dae_tie_encoder_decoder: bool = flag(True, "(tsdae) the decoder is the encoder's own layers, full depth with shared "
+                                               "weights, plus cross-attention, as TSDAE; off: a separate decoder")
+    dae_decoder_layers: int = flag(1, "(tsdae, untied decoder only) decoder layers")
+    dae_decoder_init: str = flag("encoder", "(untied decoder only) start the decoder's layers from the encoder's top "
+                                            "layers, or at random", choices=("encoder", "random"))
+    contrastive_epochs: int = flag(1, "epochs of the contrastive phase")
+    contrastive_loss: str = flag("cosine_mse", "the contrastive phase's loss", choices=LOSSES)
+    contrastive_temperature: float = flag(0.1, "(supcon) temperature τ")
+    contrastive_augmentation: int = flag(12, "(contrastive) pairs per example before balancing = this × ⌊log₂ classes⌋ "
+                                             "(the reference: 12; 1 costs about what the old phase did)")
+    contrastive_balance_pairs: bool = flag(True, "(contrastive) cut same- and different-class pairs to equal counts, as "
+                                                 "the reference")
+    imbalance_correction: bool = flag(True, "repeat a class round(f) times where f ≥ --imbalance_min_ratio (the "
+                                            "reference's threshold rule)")
+    imbalance_min_ratio: float = flag(1.5, "the log-ratio formula's lower bound")
+    imbalance_max_ratio: float = flag(4.0, "the log-ratio formula's upper bound")
+    stopword_p: float = flag(0.0, "chance of deleting each stop word of a resized class's extra copies (0: exact copies, "
+                                  "as the reference)")
+    finetune_encoder: str = flag("full", "after the phases, full: fine-tune the encoder; frozen: freeze it (no gradient, "
+                                         "no dropout) and train the reference's head, as the paper's third phase",
+                                 choices=("full", "frozen"))
 
 
 # ---- what each phase trains on ----------------------------------------------------------------------------
@@ -97,13 +109,15 @@ def build_phase(phase: str, args, model, processors: Dict[str, object], tokenize
         if args.dae_objective == "mlm":
             return masked_lm_around(model.bert, args.model), proc
         return DenoisingAutoencoder(model.bert, model.pooling, args.dae_decoder_layers,
-                                    init_from_encoder=args.dae_decoder_init == "encoder"), proc
+                                    init_from_encoder=args.dae_decoder_init == "encoder",
+                                    tie_encoder_decoder=args.dae_tie_encoder_decoder), proc
     if phase == "contrastive":
         from ..model import MultitaskBert  # an encoder with pooling and no heads
         proc = ContrastiveProcessor(_labelled(processors, "train"), tokenizer, args.contrastive_loss,
                                     args.contrastive_temperature, args.imbalance_correction, args.imbalance_min_ratio,
                                     args.imbalance_max_ratio, args.stopword_p, args.batch_size, args.max_length, seed,
-                                    _labelled(processors, "dev")[:dev_n])
+                                    _labelled(processors, "dev")[:dev_n], augmentation=args.contrastive_augmentation,
+                                    balance_pairs=args.contrastive_balance_pairs)
         return MultitaskBert(model.bert, tasks=(), pooling=model.pooling), proc
     raise ValueError(f"unknown phase {phase!r}")
 
@@ -134,8 +148,9 @@ def _phase_evaluator(processor):
     return evaluate
 
 
-def run_phases(args, model, processors: Dict[str, object], tokenizer, config: TrainConfig) -> Dict[str, float]:
+def run_phases(args, model, processors: Dict[str, object], tokenizer, config) -> Dict[str, float]:
     """Train model.bert in place through each phase before fine-tuning. Returns {"<phase>_dev_loss": best}."""
+    from ..trainer import Trainer  # (the trainer imports the techniques' base: a top-level import would be circular)
     results = {}
     phases = [p for p in getattr(args, "phases", ("finetune",)) if p != "finetune"]
     frozen = [p for p in model.bert.parameters() if not p.requires_grad]  # --option pretrain freezes for the last phase only
@@ -146,18 +161,31 @@ def run_phases(args, model, processors: Dict[str, object], tokenizer, config: Tr
         out_dir = Path(config.out_dir) / f"phase-{phase}"
         phase_config = dataclasses.replace(
             config, epochs=getattr(args, f"{phase}_epochs"), lr=args.phase_lr, head_lr=args.phase_head_lr,
-            out_dir=str(out_dir), task_sampling="proportional", tasks_per_step=0, pcgrad=False, child_tuning="none")
+            out_dir=str(out_dir), task_sampling="proportional", tasks_per_step=0, eval_every=0, patience=0)
         print(f"--- phase {phase}: {len(proc)} training examples, {proc.num_batches()} batches per epoch, "
               f"{phase_config.epochs} epoch(s)")
         evaluate = _phase_evaluator(proc)
         trainer = Trainer(wrapper, {phase: proc}, phase_config, evaluate)
         trainer.fit()
-        best = torch.load(out_dir / "best.pt", map_location="cpu", weights_only=False)
+        best = load_state(out_dir / "best.safetensors")
         wrapper.load_state_dict(best["model"])  # the phase's best epoch; model.bert is wrapper.bert
         results[f"{phase}_dev_loss"] = best["scores"]["dev_loss"]
     for p in frozen:
         p.requires_grad = False
     return results
+
+
+def prepare_finetune(args, model) -> None:
+    """--finetune_encoder frozen: the reference's third phase, a head on a frozen encoder (no gradient, no
+    dropout); the sentiment head becomes the reference's, which has its own dropout."""
+    if getattr(args, "finetune_encoder", "full") != "frozen":
+        return
+    if set(model.heads) - {"sentiment"}:
+        raise ValueError("--finetune_encoder frozen trains the reference's sentiment head: use it with sst or cfimdb")
+    freeze_encoder(model.bert)
+    head = model.heads["sentiment"]
+    model.heads["sentiment"] = reference_head(head.in_features, head.out_features)
+    model.drop.p = 0.0
 
 
 def save_encoder(encoder, source_checkpoint, folder) -> Path:
@@ -169,3 +197,13 @@ def save_encoder(encoder, source_checkpoint, folder) -> Path:
         if (source / name).is_file():
             shutil.copy(source / name, folder / name)
     return folder
+
+
+class PhasesTechnique(Technique):
+    name, summary, Config = "phases", "DAE → contrastive → fine-tune (López-Ávila & Suárez-Paniagua 2024)", PhasesConfig
+    clis = ("multitask", "classifier")
+    arms = {"dae": (("--phases", "dae,finetune"), "TSDAE phase, then fine-tuning"),
+            "mlm": (("--phases", "dae,finetune", "--dae_objective", "mlm"), "MLM phase, then fine-tuning"),
+            "contrastive": (("--phases", "contrastive,finetune"), "supervised contrastive phase, then fine-tuning"),
+            "supcon": (("--phases", "contrastive,finetune", "--contrastive_loss", "supcon"), "SupCon phase, then fine-tuning"),
+            "3phase": (("--phases", "dae,contrastive,finetune"), "DAE → contrastive → fine-tune")}
