@@ -2,14 +2,14 @@
 a linear probe trained on real embeddings only classifies the generated ones by their conditioning label.
 
     python gan/embeddings.py --use_gpu                                  # train AC-GAN-BERT (10% labelled), then look
-    python gan/embeddings.py --checkpoint runs/gan/sst-acganbert/best.pt
+    python gan/embeddings.py --checkpoint runs/gan/sst-acganbert/best.safetensors
     python gan/embeddings.py --fractions 0.01 0.1 --seeds 1 2 --max_examples 2000 --epochs 2
 
-The probe is multinomial logistic regression on the trained encoder's embeddings of the real training
-sentences (gold labels); its accuracy on real dev embeddings says how separable the classes are at all,
-its accuracy on `--per_class` fakes per class, against chance (1 / k), says whether G(z, y) lands among
-real class-y embeddings. The spread ratio (fake / real within-class variance) would be ≈ 0 under mode
-collapse. Flags this script does not know go to gan/train.py (--lr, --model, --data_dir, ...).
+The measures are gan/probe.py's, in the real training embeddings' principal subspace (near-constant
+dimensions dropped): a linear probe trained on the real embeddings (gold labels) reads real dev embeddings
+(how separable the classes are at all) and `--per_class` fakes per class against chance (1 / k); so does
+the nearest real class centroid; spread, coverage and precision (gan/diversity.py) say whether the fakes
+are diverse or collapsed. Flags this script does not know go to gan/train.py (--lr, --model, --data_dir, ...).
 Writes, under --out_dir: embeddings-{task}-l{fraction}-s{seed}.png per model and probe.csv.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from gan import train  # noqa: E402
 from gan.plots import plot_embeddings  # noqa: E402
-from gan.probe import fit_linear_probe, pca, project, spread_ratio  # noqa: E402
+from gan.probe import fake_probe, fit_reference, pca, project  # noqa: E402
 from minibert import Tokenizer  # noqa: E402
 from tasks.data import SentenceCollator, get_task, subsample  # noqa: E402
 from tasks.processors import to_device  # noqa: E402
@@ -38,8 +38,9 @@ from tasks.run import task_files  # noqa: E402
 from tasks.trainer import pick_device  # noqa: E402
 
 PASSTHROUGH = "Any other flag goes to every run of gan/train.py (see python gan/train.py --help)."
-COLUMNS = ["task", "labeled_fraction", "seed", "dev_accuracy", "probe_real_dev", "probe_generated", "chance",
-           "spread_ratio", "png", "checkpoint"]
+COLUMNS = ["task", "labeled_fraction", "seed", "dev_accuracy", "probe_real_dev", "probe_generated", "centroid_generated",
+           "chance", "spread", "coverage", "class_coverage", "precision", "off_subspace", "off_subspace_real", "png",
+           "checkpoint"]
 CLASS_NAMES = {"sst": ["0 very neg.", "1 negative", "2 neutral", "3 positive", "4 very pos."],
                "cfimdb": ["0 negative", "1 positive"]}
 
@@ -47,7 +48,7 @@ CLASS_NAMES = {"sst": ["0 very neg.", "1 negative", "2 neutral", "3 positive", "
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=PASSTHROUGH,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", default=None, help="a best.pt of gan/train.py (acganbert); else train one per cell")
+    p.add_argument("--checkpoint", default=None, help="a best.safetensors of gan/train.py (acganbert); else train one per cell")
     p.add_argument("--task", choices=train.TASKS, default="sst")
     p.add_argument("--fractions", nargs="+", type=float, default=[0.1], help="labelled fractions to train at")
     p.add_argument("--seeds", nargs="+", type=int, default=[1], help="one model per seed")
@@ -77,7 +78,7 @@ def embed_examples(model, examples, tokenizer, max_length: int, device, batch_si
 @torch.no_grad()
 def analyze(model, meta: dict, files: dict, max_examples, max_length: int, per_class: int, device, seed: int,
             png_path) -> dict:
-    """Probe accuracies, spread ratio and the PCA picture of one trained AC-GAN-BERT."""
+    """Probe accuracies, diversity and the PCA picture of one trained AC-GAN-BERT."""
     if meta["gan"]["method"] != "acganbert":
         raise ValueError(f"the checkpoint's method is {meta['gan']['method']!r}: the probe needs 'acganbert'")
     task, k = meta["task"], meta["num_labels"]
@@ -93,14 +94,15 @@ def analyze(model, meta: dict, files: dict, max_examples, max_length: int, per_c
     rng = torch.Generator(device=device).manual_seed(seed)
     x_fake = model.generate(len(y_fake), y_fake.to(device), device=device, rng=rng)[0].float().cpu()  # (k·n, C)
 
-    probe = fit_linear_probe(x_train, y_train, k)
+    ref = fit_reference(x_train, y_train, k, knn_points=min(1000, len(x_train) - 1))
+    fakes = fake_probe(model, x_train, y_train, per_class, seed, reference=ref)  # the same seed: the fakes above
     mean, axes = pca(x_dev)
     plot_embeddings(project(x_dev, mean, axes).numpy(), y_dev.numpy(), project(x_fake, mean, axes).numpy(),
                     y_fake.numpy(), CLASS_NAMES.get(task, [str(c) for c in range(k)]), png_path,
                     title=f"{task.upper()}, AC-GAN-BERT, {meta['labeled_fraction']:.0%} labelled: real vs generated")
-    return {"probe_real_dev": round(probe.accuracy(x_dev, y_dev), 4),
-            "probe_generated": round(probe.accuracy(x_fake, y_fake), 4), "chance": round(1 / k, 4),
-            "spread_ratio": round(spread_ratio(x_dev, y_dev, x_fake, y_fake), 4), "png": str(png_path)}
+    numbers = {"probe_real_dev": ref.probe.accuracy(ref.space(x_dev), y_dev), "probe_generated": fakes["probe_acc"],
+               "centroid_generated": fakes["centroid_acc"], **{c: fakes[c] for c in COLUMNS if c in fakes}}
+    return {**{c: round(v, 4) for c, v in numbers.items()}, "png": str(png_path)}
 
 
 def main(argv=None):
@@ -123,7 +125,7 @@ def main(argv=None):
             cell_dir.mkdir(parents=True, exist_ok=True)
             with open(cell_dir / "log.txt", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
                 result = train.run_gan(targs, args.task, task_files(targs, args.task, args.task), show_progress=len(cells) == 1)
-            ckpt = cell_dir / "best.pt"
+            ckpt = cell_dir / "best.safetensors"
         model, meta = train.load_checkpoint(ckpt)
         f, s = meta["labeled_fraction"], meta["seed"]
         png = out / f"embeddings-{meta['task']}-l{f:g}-s{s}.png"
@@ -133,7 +135,8 @@ def main(argv=None):
                      "dev_accuracy": round(result.get("dev_accuracy", float("nan")), 4), **numbers, "checkpoint": str(ckpt)})
         print(f"{meta['task']} {f:.0%} labelled, seed {s}: linear probe trained on real embeddings — real dev "
               f"{numbers['probe_real_dev']:.3f}, generated {numbers['probe_generated']:.3f} by conditioning label "
-              f"(chance {numbers['chance']:.3f}); spread ratio {numbers['spread_ratio']:.2f}; {png}")
+              f"(nearest real centroid {numbers['centroid_generated']:.3f}; chance {numbers['chance']:.3f}); "
+              f"spread {numbers['spread']:.2f}, class coverage {numbers['class_coverage']:.2f}; {png}")
     with open(out / "probe.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, COLUMNS)
         writer.writeheader()

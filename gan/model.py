@@ -23,6 +23,9 @@ from tasks.model import MultitaskBert
 from .losses import VARIANTS, gan_losses
 
 
+G_SCHEDULES = ("constant", "linear")
+
+
 @dataclass(frozen=True)
 class GanConfig:
     method: str = "acganbert"  # plain | ganbert | acganbert
@@ -34,7 +37,10 @@ class GanConfig:
     gan_dropout: float = 0.1
     aux_weight: float = 1.0  # AC-GAN-BERT's auxiliary class term, in both players' losses
     feature_matching_weight: float = 1.0
-    g_lr: Optional[float] = None  # None: D's head learning rate (head_lr, else lr)
+    # G's own optimiser (GAN practice, not BERT's fine-tuning schedule): AdamW(lr=g_lr, betas=(g_beta1, 0.999))
+    g_lr: Optional[float] = 1e-4  # None: D's head learning rate (head_lr, else lr)
+    g_beta1: float = 0.5
+    g_schedule: str = "constant"  # constant | linear (warmup, then decay to 0 at the last step)
 
     def __post_init__(self):
         if self.method not in VARIANTS:
@@ -50,6 +56,10 @@ class GanConfig:
             raise ValueError("aux_weight and feature_matching_weight must be >= 0")
         if self.g_lr is not None and self.g_lr <= 0:
             raise ValueError(f"g_lr must be > 0, got {self.g_lr}")
+        if not 0.0 <= self.g_beta1 < 1.0:
+            raise ValueError(f"g_beta1 must be in [0, 1), got {self.g_beta1}")
+        if self.g_schedule not in G_SCHEDULES:
+            raise ValueError(f"g_schedule must be one of {G_SCHEDULES}, got {self.g_schedule!r}")
 
     @property
     def conditional(self) -> bool:

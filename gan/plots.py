@@ -3,6 +3,8 @@
 - `plot_curves`: one run's dev accuracy and the two players' losses per epoch, from its metrics.jsonl;
 - `plot_study`: dev accuracy against the labelled fraction, one line per method, a panel per amount of
   unlabelled data, mean ± standard deviation over seeds;
+- `plot_unlabeled`: the frozen-encoder study at one labelled fraction: dev accuracy, the paired difference
+  against plain, and the fakes' probe and diversity numbers, against the amount of unlabelled data;
 - `plot_embeddings`: real and generated embeddings on the real ones' first two principal axes, by class.
 """
 from __future__ import annotations
@@ -79,6 +81,67 @@ def plot_study(rows: Sequence[Dict], png_path, title: str = "") -> Path:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="best")
     axes[0][0].set_ylabel("dev accuracy (mean ± std over seeds)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    return Path(png_path)
+
+
+def plot_unlabeled(rows: Sequence[Dict], summary: Sequence[Dict], png_path, title: str = "") -> Path:
+    """rows: one per seed and cell (results.csv); summary: gan.stats.summarize's rows. The first labelled
+    fraction only. "plain" ran once (unlabelled 0) and is drawn as a band across every amount."""
+    f0 = min(float(r["labeled_fraction"]) for r in rows)
+    rows = [r for r in rows if float(r["labeled_fraction"]) == f0]
+    summary = [s for s in summary if s["labeled_fraction"] == f0]
+    us = sorted({float(r["unlabeled_fraction"]) for r in rows if r["method"] != "plain"}) or [0.0]
+    pos = {u: i for i, u in enumerate(us)}
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    (ax_acc, ax_diff), (ax_probe, ax_div) = axes
+    for s in summary:
+        if s["method"] == "plain":
+            m, sd = s["mean_dev_accuracy"], s["sd_dev_accuracy"]
+            ax_acc.axhline(m, color="tab:gray", label=f"plain classifier (n={s['seeds']})")
+            ax_acc.axhspan(m - sd, m + sd, color="tab:gray", alpha=0.15)
+    for method in ("ganbert", "acganbert"):
+        label, color, marker = METHOD_STYLE[method]
+        cells = sorted((s for s in summary if s["method"] == method), key=lambda s: s["unlabeled_fraction"])
+        if not cells:
+            continue
+        x = np.array([pos[s["unlabeled_fraction"]] for s in cells], dtype=float) + (0.06 if method == "acganbert" else -0.06)
+        ax_acc.errorbar(x, [s["mean_dev_accuracy"] for s in cells], [s["sd_dev_accuracy"] for s in cells], marker=marker,
+                        color=color, capsize=3, label=f"{label} (n={cells[0]['seeds']})")
+        seeds = [(pos[float(r["unlabeled_fraction"])], float(r["dev_accuracy"])) for r in rows if r["method"] == method]
+        ax_acc.scatter([a + (x[0] - pos[cells[0]["unlabeled_fraction"]]) for a, _ in seeds], [b for _, b in seeds],
+                       s=8, color=color, alpha=0.35)
+        if "diff_mean" in cells[0]:
+            mean = np.array([s["diff_mean"] for s in cells])
+            err = np.array([[s["diff_mean"] - s["diff_lo"] for s in cells], [s["diff_hi"] - s["diff_mean"] for s in cells]])
+            ax_diff.errorbar(x, mean, err, marker=marker, color=color, capsize=3, label=label)
+        if method == "acganbert" and "probe_acc" in cells[0]:
+            ax_probe.plot(x, [s["probe_acc"] for s in cells], marker=marker, color=color, label="linear probe (real subspace)")
+            ax_probe.plot(x, [s["centroid_acc"] for s in cells], marker=marker, color=color, ls="--",
+                          label="nearest real class centroid")
+        spread_label = "within-class spread" if method == "acganbert" else "spread"
+        ax_div.plot(x, [s.get("spread", np.nan) for s in cells], marker=marker, color=color, label=f"{label}: {spread_label}")
+        cov = "class_coverage" if method == "acganbert" else "coverage"
+        ax_div.plot(x, [s.get(cov, np.nan) for s in cells], marker=marker, color=color, ls="--",
+                    label=f"{label}: {cov.replace('_', ' ')}")
+    ax_diff.axhline(0, color="tab:gray", lw=1)
+    chance = next((s["chance"] for s in summary if "chance" in s), None)
+    if chance is not None:
+        ax_probe.axhline(chance, color="tab:gray", lw=1, ls=":", label="chance")
+    ax_div.axhline(1, color="tab:gray", lw=1, ls=":", label="real data (≈ 1)")
+    names = {"acc": "dev accuracy (mean ± sd; dots: seeds)", "diff": "GAN − plain, paired over seeds (95% CI)",
+             "probe": "AC-GAN-BERT fakes read by their label", "div": "fakes' diversity vs real"}
+    for ax, key in ((ax_acc, "acc"), (ax_diff, "diff"), (ax_probe, "probe"), (ax_div, "div")):
+        ax.set_xticks(range(len(us)), [f"{u:.0%}" for u in us])
+        ax.set(xlabel=f"unlabelled data: share of the rest ({f0:.0%} labelled)", title=names[key])
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    ax_probe.set_ylim(0, 1.02)
+    ax_div.set_ylim(0, 1.1)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -1,42 +1,57 @@
-"""The study of issue #5: dev accuracy against the labelled fraction, for the plain classifier, GAN-BERT and
-AC-GAN-BERT, at several amounts of unlabelled data, over seeds — every cell on the same budget.
+"""The study of issue #5: dev accuracy of the plain classifier, GAN-BERT and AC-GAN-BERT against the amount of
+labelled and unlabelled data, over seeds, every cell of a grid on the same budget.
 
-    python gan/study.py --use_gpu                                        # the full grid on SST-5
+    python gan/study.py --use_gpu                                        # the full grid on SST-5, fine-tuned encoder
     python gan/study.py --fractions 0.01 0.05 0.1 1 --seeds 1 2 --unlabeled 1 --max_examples 2000 --epochs 2
     python gan/study.py --resume                                         # continue: finished cells are skipped
+    python gan/study.py --frozen --fractions 0.05 --unlabeled 0 0.1 0.5 1 --seeds 1 2 3 4 5 --steps 2000
 
-Within one (seed, labelled fraction, unlabelled fraction) the three methods share the labelled rows, the
-initial weights and the number of optimizer steps (see gan/data.py). Flags this script does not know are
-passed to every run (gan/train.py's flags: --lr, --batch_size, --model, --noise_dim, ...).
-Writes, under --out_dir: results.csv (one row per finished cell, appended as it finishes), summary.csv
-(mean and std over seeds), study-{task}.png, and cells/<cell>/ with each run's metrics.jsonl, log and plots.
+Fine-tuned (the paper's method, gan/train.py): within one (seed, labelled fraction, unlabelled fraction) the
+three methods share the labelled rows, the initial weights and the number of optimizer steps (an epoch of
+the GAN, see gan/data.py), so more unlabelled data also means more steps. `--frozen` (gan/frozen.py): the
+encoder's embeddings are computed once and cached; every cell runs `--steps` steps whatever its unlabelled
+data, each batch with the same labelled rows, and each evaluation logs the probe and diversity numbers of
+G's fakes (gan/probe.py). "plain" cannot use unlabelled rows, so in this mode it runs once per seed and
+labelled fraction and is the baseline of every unlabelled amount.
+Flags this script does not know are passed to every run (gan/train.py's flags: --lr, --batch_size, --model,
+--noise_dim, --g_lr, ...). Writes, under --out_dir: results.csv (one row per finished cell, appended as it
+finishes), summary.csv (mean, sd, the paired 95% interval against plain), study-{task}.png, and
+cells/<cell>/ with each run's metrics.jsonl (and, fine-tuned, its log and plots).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import csv
+import dataclasses
 import os
 import shutil
 import sys
-from collections import defaultdict
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from gan import train  # noqa: E402
+from gan.frozen import FrozenConfig, cached_embeddings, run_cell  # noqa: E402
 from gan.losses import VARIANTS  # noqa: E402
-from gan.plots import plot_study  # noqa: E402
+from gan.model import GanConfig  # noqa: E402
+from gan.plots import plot_study, plot_unlabeled  # noqa: E402
+from gan.probe import fit_reference  # noqa: E402
+from gan.stats import FAKE_COLUMNS, summarize  # noqa: E402
+from tasks.data import get_task  # noqa: E402
 from tasks.run import task_files  # noqa: E402
 
 PASSTHROUGH = "Any other flag goes to every run of gan/train.py (see python gan/train.py --help)."
-COLUMNS = ["task", "method", "labeled_fraction", "unlabeled_fraction", "seed", "labeled", "unlabeled", "replicate",
-           "steps_per_epoch", "epochs", "best_epoch", "dev_accuracy", "wall_seconds"]
 KEY = ("task", "method", "labeled_fraction", "unlabeled_fraction", "seed")
+COLUMNS = [*KEY, "labeled", "unlabeled", "replicate", "steps_per_epoch", "epochs", "best_epoch", "dev_accuracy",
+           "wall_seconds"]
+FROZEN_COLUMNS = [*KEY, "labeled", "unlabeled", "steps", "dev_accuracy", *FAKE_COLUMNS, "wall_seconds"]
+CHECKPOINTS = ("best.safetensors", "last.safetensors")
 
 
 def parse_args(argv=None):
@@ -49,17 +64,29 @@ def parse_args(argv=None):
     p.add_argument("--unlabeled", nargs="+", type=float, default=[0.1, 1.0],
                    help="unlabelled fractions (of the rows left unlabelled), one panel each")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2], help="one run per seed (data split and init)")
-    p.add_argument("--epochs", type=int, default=3, help="epochs per run")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per run (fine-tuned)")
     p.add_argument("--max_examples", type=int, default=None, help="a fixed random N rows of each file (quick grids)")
-    p.add_argument("--out_dir", default="runs/gan_study")
+    p.add_argument("--out_dir", default=None, help="default: runs/gan_study, or runs/gan_frozen_study with --frozen")
     p.add_argument("--resume", action="store_true", help="skip the cells already in results.csv")
     p.add_argument("--overwrite", action="store_true", help="start over, discarding an existing results.csv")
-    p.add_argument("--keep_checkpoints", action="store_true", help="keep each cell's best.pt and last.pt")
+    p.add_argument("--keep_checkpoints", action="store_true", help="keep each cell's best and last checkpoints")
+    f = p.add_argument_group("frozen encoder (--frozen)")
+    f.add_argument("--frozen", action="store_true", help="embed once with the frozen encoder, train D and G on the vectors")
+    f.add_argument("--steps", type=int, default=FrozenConfig.steps, help="steps per run: the same in every cell")
+    f.add_argument("--labeled_per_batch", type=int, default=FrozenConfig.labeled_per_batch)
+    f.add_argument("--unlabeled_per_batch", type=int, default=FrozenConfig.unlabeled_per_batch)
+    f.add_argument("--d_lr", type=float, default=FrozenConfig.lr, help="D's learning rate (G's: --g_lr)")
+    f.add_argument("--eval_every", type=int, default=FrozenConfig.eval_every, help="steps between evaluations")
+    f.add_argument("--embeddings", default=None, help="the cache file; default runs/gan_frozen/embeddings-{task}.pt")
+    f.add_argument("--threads", type=int, default=1, help="torch threads (the frozen runs are small: 1 is fastest)")
     args, passthrough = p.parse_known_args(argv)
+    args.out_dir = args.out_dir or ("runs/gan_frozen_study" if args.frozen else "runs/gan_study")
     if any(not 0 < f <= 1 for f in args.fractions):
         p.error(f"--fractions must be in (0, 1], got {args.fractions}")
     if any(not 0 <= u <= 1 for u in args.unlabeled):
         p.error(f"--unlabeled must be in [0, 1], got {args.unlabeled}")
+    if args.steps < 1 or args.eval_every < 1:
+        p.error("--steps and --eval_every must be >= 1")
     try:  # fail now, not an hour in, on a bad pass-through flag
         train.parse_args(cell_argv(args, passthrough, VARIANTS[0], 1.0, 1.0, 0, Path(args.out_dir)))
     except SystemExit:
@@ -76,13 +103,15 @@ def cell_argv(args, passthrough, method, fraction, unlabeled, seed, cell_dir):
 
 def grid(args):
     """The cells, seeds outermost (a whole curve per seed comes first). At labelled fraction 1 nothing is left
-    to be unlabelled, so that cell is run once (as unlabelled fraction 0) and drawn in every panel."""
+    to be unlabelled, so that cell is run once (as unlabelled fraction 0) and drawn in every panel; so is
+    "plain" in the frozen mode, where it never sees the unlabelled rows nor their number."""
     cells, seen = [], set()
     for seed in args.seeds:
         for u in args.unlabeled:
             for f in sorted(args.fractions):
                 for method in args.methods:
-                    key = (args.task, method, f, 0.0 if f >= 1 else u, seed)
+                    once = f >= 1 or (args.frozen and method == "plain")
+                    key = (args.task, method, f, 0.0 if once else u, seed)
                     if key not in seen:
                         seen.add(key)
                         cells.append(dict(zip(KEY, key)))
@@ -104,20 +133,52 @@ def read_results(path):
         return list(csv.DictReader(f))
 
 
-def summarize(rows):
-    """Mean and std over seeds per (method, labelled, unlabelled) cell."""
-    groups = defaultdict(list)
-    for r in rows:
-        groups[(r["method"], float(r["labeled_fraction"]), float(r["unlabeled_fraction"]))].append(float(r["dev_accuracy"]))
-    return [{"method": m, "labeled_fraction": f, "unlabeled_fraction": u, "seeds": len(v),
-             "mean_dev_accuracy": round(float(np.mean(v)), 4), "std_dev_accuracy": round(float(np.std(v)), 4)}
-            for (m, f, u), v in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1], VARIANTS.index(kv[0][0])
-                                                                       if kv[0][0] in VARIANTS else 9))]
+def fine_tuned_runner(args, passthrough, out):
+    """A function cell -> result that runs gan/train.py's run_gan in the cell's folder."""
+    def run(cell):
+        cell_dir = out / "cells" / cell_name(cell)
+        resume = args.resume and any((cell_dir / c).is_file() for c in ("last.pt", *CHECKPOINTS[1:]))
+        if cell_dir.exists() and not resume:
+            shutil.rmtree(cell_dir)  # a stale partial run
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        argv_cell = cell_argv(args, passthrough, cell["method"], cell["labeled_fraction"], cell["unlabeled_fraction"],
+                              cell["seed"], cell_dir)
+        cell_args = train.parse_args(argv_cell + (["--resume"] if resume else []))
+        with open(cell_dir / "log.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+            result = train.run_gan(cell_args, args.task, task_files(cell_args, args.task, args.task), show_progress=False)
+        if not args.keep_checkpoints:
+            for ckpt in ("best.pt", "last.pt", *CHECKPOINTS):
+                (cell_dir / ckpt).unlink(missing_ok=True)
+        return result
+    return run
+
+
+def frozen_runner(args, passthrough, out):
+    """A function cell -> result on cached embeddings; the embeddings and the probe's real side are made once."""
+    targs = train.parse_args(cell_argv(args, passthrough, VARIANTS[0], 1.0, 1.0, 0, out))
+    files = task_files(targs, args.task, args.task)
+    cache = args.embeddings or f"runs/gan_frozen/embeddings-{args.task}{f'-n{args.max_examples}' if args.max_examples else ''}.pt"
+    started = time.time()
+    data = cached_embeddings(cache, args.task, files, targs.model, targs.pooling, targs.max_length, args.max_examples)
+    k = get_task(args.task).num_classes
+    reference = fit_reference(data["train"], data["train_labels"], k, knn_points=min(1000, len(data["train"]) - 1))
+    print(f"embeddings {tuple(data['train'].shape)} from {cache} and the probe's reference: {time.time() - started:.0f} s")
+    cfg = FrozenConfig(steps=args.steps, labeled_per_batch=args.labeled_per_batch,
+                       unlabeled_per_batch=args.unlabeled_per_batch, lr=args.d_lr, eval_every=args.eval_every,
+                       weight_decay=targs.weight_decay, max_grad_norm=targs.max_grad_norm)
+    gan_fields = {f.name: getattr(targs, f.name) for f in dataclasses.fields(GanConfig)}
+
+    def run(cell):
+        gan = GanConfig(**{**gan_fields, "method": cell["method"]})
+        return run_cell(data, k, gan, cfg, cell["labeled_fraction"], cell["unlabeled_fraction"], cell["seed"],
+                        reference, out / "cells" / cell_name(cell))
+    return run
 
 
 def main(argv=None):
     args, passthrough = parse_args(argv)
     out = Path(args.out_dir)
+    columns = FROZEN_COLUMNS if args.frozen else COLUMNS
     results_path = out / "results.csv"
     if results_path.is_file() and not (args.resume or args.overwrite):
         sys.exit(f"{results_path} exists: pass --resume to continue it, or --overwrite to start over")
@@ -130,44 +191,56 @@ def main(argv=None):
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run; results in {results_path}")
     if not results_path.is_file():
         with open(results_path, "w", newline="", encoding="utf-8") as f:
-            csv.DictWriter(f, COLUMNS).writeheader()
+            csv.DictWriter(f, columns).writeheader()
+    if args.frozen:
+        torch.set_num_threads(args.threads)
+    run = (frozen_runner if args.frozen else fine_tuned_runner)(args, passthrough, out) if todo else None
 
+    started = time.time()
     bar = tqdm(todo, desc="grid", dynamic_ncols=True)
     for cell in bar:
-        name = cell_name(cell)
-        bar.set_description(f"grid: {name}")
-        cell_dir = out / "cells" / name
-        resume = args.resume and (cell_dir / "last.pt").is_file()  # an interrupted cell continues from its last epoch
-        if cell_dir.exists() and not resume:
-            shutil.rmtree(cell_dir)  # a stale partial run
-        cell_dir.mkdir(parents=True, exist_ok=True)
-        argv_cell = cell_argv(args, passthrough, cell["method"], cell["labeled_fraction"], cell["unlabeled_fraction"],
-                              cell["seed"], cell_dir)
-        cell_args = train.parse_args(argv_cell + (["--resume"] if resume else []))
-        with open(cell_dir / "log.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-            result = train.run_gan(cell_args, args.task, task_files(cell_args, args.task, args.task), show_progress=False)
-        row = {**cell, **{k: result[k] for k in COLUMNS if k in result}}
+        bar.set_description(f"grid: {cell_name(cell)}")
+        result = run(cell)
+        row = {**cell, **{k: result[k] for k in columns if k in result}}
         with open(results_path, "a", newline="", encoding="utf-8") as f:
-            csv.DictWriter(f, COLUMNS).writerow(row)
-        if not args.keep_checkpoints:
-            for ckpt in ("best.pt", "last.pt"):
-                (cell_dir / ckpt).unlink(missing_ok=True)
+            csv.DictWriter(f, columns).writerow(row)
         bar.set_postfix(last=f"{cell['method']} {result['dev_accuracy']:.3f}")
 
     rows = read_results(results_path)
-    summary = summarize(rows)
+    summary = summarize(rows, baseline_any_unlabeled=args.frozen)
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, list(summary[0]) if summary else ["method"])
+        writer = csv.DictWriter(f, list(dict.fromkeys(k for s in summary for k in s)) or ["method"], restval="")
         writer.writeheader()
         writer.writerows(summary)
-    png = plot_study(rows, out / f"study-{args.task}.png",
-                     title=f"{args.task.upper()}: dev accuracy vs labelled data ({args.epochs} epochs)")
-    print("\nmethod      labelled  unlabelled  seeds  dev accuracy")
-    for s in summary:
-        print(f"{s['method']:<11} {s['labeled_fraction']:>8.0%} {s['unlabeled_fraction']:>10.0%} {s['seeds']:>6}  "
-              f"{s['mean_dev_accuracy']:.4f} ± {s['std_dev_accuracy']:.4f}")
-    print(f"wrote {results_path}, {out / 'summary.csv'} and {png}")
+    if args.frozen:
+        png = plot_unlabeled(rows, summary, out / f"study-{args.task}-frozen.png",
+                             title=f"{args.task.upper()}, frozen encoder: {args.steps} steps in every cell")
+    else:
+        png = plot_study(rows, out / f"study-{args.task}.png",
+                         title=f"{args.task.upper()}: dev accuracy vs labelled data ({args.epochs} epochs)")
+    print(f"\n{len(todo)} cells in {(time.time() - started) / 60:.1f} min\n")
+    print(markdown_table(summary))
+    print(f"\nwrote {results_path}, {out / 'summary.csv'} and {png}")
     return summary
+
+
+def _num(x, digits=3):
+    return "" if x in ("", None) or x != x else f"{float(x):.{digits}f}"
+
+
+def markdown_table(summary) -> str:
+    """The summary as the README's table: dev accuracy, the paired difference against plain, the fakes' numbers."""
+    head = ("| method | labelled | unlabelled | seeds | dev accuracy | − plain [95% CI] | probe | centroid | spread "
+            "| coverage | class cov. |")
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for s in summary:
+        diff = "" if s["method"] == "plain" else \
+            f"{float(s['diff_mean']):+.3f} [{float(s['diff_lo']):+.3f}, {float(s['diff_hi']):+.3f}]"
+        lines.append(f"| {s['method']} | {s['labeled_fraction']:g} | {s['unlabeled_fraction']:g} | {s['seeds']} | "
+                     f"{s['mean_dev_accuracy']:.3f} ± {s['sd_dev_accuracy']:.3f} | {diff} | "
+                     + " | ".join(_num(s.get(c)) for c in ("probe_acc", "centroid_acc", "spread", "coverage",
+                                                            "class_coverage")) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,11 @@ Methods: plain (the encoder + D's classifier on the labelled rows only), ganbert
 `--labeled_fraction` of each class keeps its labels; `--unlabeled_fraction` of the rest joins unlabelled.
 Each run writes predictions/gan/{task}-{dev,test}-output.csv and, under --out_dir/{task}-{method},
 metrics.jsonl (per epoch: dev accuracy and every loss term; then the final scores), curves.png,
-best.pt and last.pt (for --resume). The loop is the shared one (tasks/trainer.py).
+best.safetensors and last.safetensors (for --resume). The loop is the shared one (tasks/trainer.py).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -22,13 +21,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
 
 from minibert import BertConfig, BertModel, Tokenizer  # noqa: E402
 from tasks.data import get_task  # noqa: E402
-from tasks.run import (REPO, add_dataclass_args, add_task_file_args, base_parser, dataclass_from_args,  # noqa: E402
-                       make_evaluator, task_files)
-from tasks.trainer import TrainConfig, pick_device, seed_everything  # noqa: E402
+from tasks import techniques  # noqa: E402
+from tasks.checkpointing import load_state, write_jsonl  # noqa: E402
+from tasks.devices import pick_device  # noqa: E402
+from tasks.run import REPO, add_task_file_args, base_parser, make_evaluator, parse_with_config, task_files  # noqa: E402
+from tasks.techniques.base import add_dataclass_args, dataclass_from_args  # noqa: E402
+from tasks.trainer import TrainConfig, seed_everything  # noqa: E402
 
 from gan.data import semi_supervised  # noqa: E402
 from gan.model import GanBert, GanConfig  # noqa: E402
@@ -39,7 +40,7 @@ TASKS = ("sst", "cfimdb")
 
 
 def build_parser():
-    parser = base_parser(__doc__.splitlines()[0], out_dir="runs/gan", epochs=3, lr=5e-5)
+    parser = base_parser(__doc__.splitlines()[0], "gan", out_dir="runs/gan", epochs=3, lr=5e-5)
     parser.set_defaults(predictions_dir=str(REPO / "predictions" / "gan"))
     g = parser.add_argument_group("semi-supervised data")
     g.add_argument("--tasks", nargs="+", choices=TASKS, default=["sst"])
@@ -54,18 +55,9 @@ def build_parser():
     return parser
 
 
-def used_flags() -> set:
-    """The flags run_gan reads; base_parser also carries the tasks CLIs' techniques, which it does not."""
-    unsupported = {"pcgrad", "child_tuning", "child_tuning_p", "child_tuning_fisher_batches"}
-    files = {f"{t}_{s}" for t in TASKS for s in ("train", "dev", "test", "dev_out", "test_out")}
-    return ({f.name for f in dataclasses.fields(TrainConfig)} - unsupported | {f.name for f in dataclasses.fields(GanConfig)}
-            | files | {"model", "option", "hidden_dropout_prob", "pooling", "max_length", "data_dir", "max_examples",
-                       "batch_size", "predictions_dir", "tasks", "labeled_fraction", "unlabeled_fraction", "replicate"})
-
-
 def parse_args(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_with_config(parser, argv)
     try:
         dataclass_from_args(GanConfig, args)
         dataclass_from_args(TrainConfig, args)
@@ -73,11 +65,6 @@ def parse_args(argv=None):
         parser.error(str(err))
     if args.replicate != "auto" and not (args.replicate.isdigit() and int(args.replicate) >= 1):
         parser.error(f"--replicate must be 'auto' or an integer >= 1, got {args.replicate!r}")
-    defaults = vars(parser.parse_args([]))
-    ignored = [f"--{k}" for k, v in vars(args).items() if k not in used_flags() and v != defaults.get(k)]
-    if ignored:
-        parser.error(f"{', '.join(ignored)}: not used by gan/train.py (a technique of the tasks CLIs, "
-                     "or one the GAN's two-player step does not combine with)")
     if not 0 < args.labeled_fraction <= 1:
         parser.error(f"--labeled_fraction must be in (0, 1], got {args.labeled_fraction}")
     if not 0 <= args.unlabeled_fraction <= 1:
@@ -92,8 +79,8 @@ def build_model(meta: dict) -> GanBert:
 
 
 def load_checkpoint(path):
-    """(model, meta) from a best.pt or last.pt written by this CLI."""
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds the meta dict
+    """(model, meta) from a best.safetensors or last.safetensors written by this CLI."""
+    state = load_state(path)
     model = build_model(state["meta"])
     model.load_state_dict(state["model"])
     return model, state["meta"]
@@ -107,7 +94,9 @@ def run_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
     seed_everything(config.seed)
     device = pick_device(config.use_gpu)
     tokenizer = Tokenizer.from_pretrained(args.model)
-    encoder = BertModel.from_pretrained(args.model, hidden_dropout_prob=args.hidden_dropout_prob)
+    encoder = BertModel.from_pretrained(args.model, hidden_dropout_prob=args.hidden_dropout_prob,
+                                        attn_implementation=args.attn_implementation,
+                                        gradient_checkpointing=args.gradient_checkpointing)
     num_labels = get_task(task).num_classes
     model = GanBert(encoder, num_labels, gan, pooling=args.pooling)
     if args.option == "pretrain":
@@ -123,11 +112,14 @@ def run_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
             "gan": dataclasses.asdict(gan), "bert_config": encoder.config.to_dict(), "data": s,
             "labeled_fraction": args.labeled_fraction, "unlabeled_fraction": args.unlabeled_fraction,
             "seed": config.seed, "argv": sys.argv[1:]}
-    trainer = GanTrainer(model, {task: proc}, config, make_evaluator({task: proc}, device), meta, show_progress)
+    if args.predict_test is False:
+        proc.splits["test"] = []
+    trainer = GanTrainer(model, {task: proc}, config, make_evaluator({task: proc}, device),
+                         techniques.callbacks(args, model, "gan", config.seed), meta, show_progress)
     history = trainer.fit()
 
     out_dir = Path(config.out_dir)
-    best = torch.load(out_dir / "best.pt", map_location="cpu", weights_only=False)
+    best = load_state(out_dir / "best.safetensors")
     model.load_state_dict(best["model"])
     model.to(device)
     scores = {}
@@ -139,9 +131,8 @@ def run_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
                 scores["dev_accuracy"] = proc.score(preds, "dev")
     wall = time.time() - started
     result = {**scores, "best_epoch": best["epoch"], "epochs": len(history), **s, "wall_seconds": round(wall, 1)}
-    with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps({"final": True, "dev": {task: scores.get("dev_accuracy")}, **result,
-                            "device": str(device)}) + "\n")
+    write_jsonl(out_dir / "metrics.jsonl", history + [{"final": True, "dev": {task: scores.get("dev_accuracy")}, **result,
+                                                      "device": str(device)}])
     plot_curves(out_dir / "metrics.jsonl", out_dir / "curves.png")
     print(f"best epoch {best['epoch']} of {len(history)}, dev accuracy {scores.get('dev_accuracy', float('nan')):.4f} "
           f"({wall / 60:.1f} min)")

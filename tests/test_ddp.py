@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from minibert import BertModel, tiny_config
 from tasks.model import MultitaskBert
 from tasks.processors import PROCESSORS
+from tasks.techniques.pcgrad import PCGradConfig, PCGradTechnique
 from tasks.trainer import TrainConfig, Trainer
 
 B, T, BATCHES = 4, 10, 4
@@ -74,12 +75,13 @@ def _model():
 def _config(out_dir, pcgrad):
     # two tasks per step of three: each step leaves one head without a gradient
     return TrainConfig(epochs=2, lr=1e-3, warmup_ratio=0.0, schedule="linear", task_sampling="round_robin",
-                       tasks_per_step=2, pcgrad=pcgrad, out_dir=str(out_dir), seed=3)
+                       tasks_per_step=2, out_dir=str(out_dir), seed=3)
 
 
 def _train(combined: bool, out_dir, pcgrad: bool):
     model = _model()
-    trainer = Trainer(model, _processors(combined), _config(out_dir, pcgrad), lambda m: {"score": 0.0},
+    callbacks = [PCGradTechnique().callback(PCGradConfig(pcgrad), model, seed=3)]
+    trainer = Trainer(model, _processors(combined), _config(out_dir, pcgrad), lambda m: {"score": 0.0}, callbacks,
                       show_progress=False)
     trainer.fit()
     return model, trainer
@@ -118,4 +120,50 @@ def test_two_gloo_processes_equal_one_process_on_the_combined_batch(tmp_path, pc
         assert diff <= 1e-5, f"{name}: 2 processes vs 1 differ by {diff:.2e}"
     # rank 0 alone wrote the run's files: one metrics line per epoch
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 2 and (tmp_path / "ddp" / "best.pt").is_file() and (tmp_path / "ddp" / "last.pt").is_file()
+    assert len(lines) == 2 and (tmp_path / "ddp" / "best.safetensors").is_file() \
+        and (tmp_path / "ddp" / "last.safetensors").is_file()
+
+
+# ---- the GAN's two-player step under DDP: it averages its gradients itself (autograd.grad bypasses DDP's hooks) --
+
+def _gan_train(combined: bool, out_dir):
+    from gan.model import EmbeddingGan, GanConfig
+    from gan.trainer import GanTrainer
+    g = torch.Generator().manual_seed(7)
+    batches = [{"embeddings": torch.randn(B, 8, generator=g), "labels": torch.randint(0, 3, (B,), generator=g),
+                "label_mask": torch.ones(B, dtype=torch.bool)} for _ in range(BATCHES)]
+    data = _combined(batches) if combined else batches
+
+    class Fixed:
+        def num_batches(self):
+            return len(data)
+
+        def batches(self, epoch):
+            return iter(data)
+
+    torch.manual_seed(0)
+    model = EmbeddingGan(8, 3, GanConfig(method="plain", gan_dropout=0.0, d_hidden=16))  # D alone: no noise drawn
+    cfg = TrainConfig(epochs=2, lr=1e-2, warmup_ratio=0.0, schedule="linear", out_dir=str(out_dir), seed=3)
+    GanTrainer(model, {"toy": Fixed()}, cfg, lambda m: {"score": 0.0}, show_progress=False).fit()
+    return model
+
+
+def _gan_worker(rank, world_size, port, out_dir):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    try:
+        torch.save(_gan_train(False, out_dir).state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_gan_trainer_in_two_gloo_processes_equals_one_process(tmp_path):
+    (tmp_path / "ddp").mkdir()
+    mp.spawn(_gan_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    single = _gan_train(True, tmp_path / "single").state_dict()
+    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1)]
+    for name, expected in single.items():
+        assert torch.equal(ranks[0][name], ranks[1][name]), f"{name}: the ranks disagree"
+        assert (ranks[0][name] - expected).abs().max().item() <= 1e-5, name

@@ -9,6 +9,7 @@ from gan import (EmbeddingGan, GanBert, GanConfig, GanTrainer, MaskedSentenceCol
                  discriminator_fake_loss, discriminator_real_loss, fake_log_probs, feature_matching_loss,
                  fit_linear_probe, gan_losses, generator_adversarial_loss, labeled_split, pca, replication_factor,
                  spread_ratio, supervised_loss, unlabeled_subset)
+from gan.players import player_grads
 from minibert import BertModel, tiny_config
 from tasks.data import SentenceExample
 from tasks.trainer import TrainConfig
@@ -144,62 +145,52 @@ def _tiny_gan_bert(method, tmp_path):
     return model, trainer, batch
 
 
-def _grads(params):
-    return [None if p.grad is None else p.grad.clone() for p in params]
-
-
 @pytest.mark.parametrize("method", ["ganbert", "acganbert"])
 def test_each_loss_reaches_only_its_own_player(method, tmp_path):
+    """GanTrainer's step (gan/players.py's player_grads on its two parameter lists) gives D and the encoder
+    ∂d/∂(D, encoder) and G ∂g/∂G, each exactly as if the other loss did not exist."""
     model, trainer, batch = _tiny_gan_bert(method, tmp_path)
     encoder, disc, gen = list(model.encoder.parameters()), list(model.discriminator.parameters()), list(model.generator.parameters())
-    torch.manual_seed(1)
-    terms = model.losses(batch)
-    trainer.backward_discriminator(terms["d"], retain_graph=True)
-    assert all(p.grad is None for p in gen), "D's loss reached G"
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in disc)
-    d_side = _grads(encoder + disc)
-    trainer.backward_generator(terms["g"])
-    assert all(p.grad is not None for p in gen)
-    assert all((a is None and p.grad is None) or torch.equal(a, p.grad) for a, p in zip(d_side, encoder + disc)), \
-        "G's loss changed D's or the encoder's gradient"
+    assert {id(p) for p in trainer.d_params} == {id(p) for p in encoder + disc}
+    assert [id(p) for p in trainer.g_params] == [id(p) for p in gen]
 
-    # the other order: after G's backward alone, D and the encoder have no gradient at all
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(1)
-    terms = model.losses(batch)
-    trainer.backward_generator(terms["g"])
-    assert all(p.grad is None for p in encoder + disc)
-    ours = _grads(gen)
+    def terms():
+        torch.manual_seed(1)  # the same z and fake labels every time
+        return model.losses(batch)
 
-    # a negative control: the reference's g_loss.backward(); d_loss.backward() leaks D's loss into G
+    d_alone = torch.autograd.grad(terms()["d"], encoder + disc, allow_unused=True)
+    g_alone = torch.autograd.grad(terms()["g"], gen)
+    assert all(g is not None and g.abs().sum() > 0 for g in d_alone[len(encoder):])
+    assert any(g is not None and g.abs().sum() > 0 for g in d_alone[:len(encoder)])
+
+    t = terms()
+    player_grads(t["d"], t["g"], trainer.d_params, trainer.g_params)
+    assert all((a is None and p.grad is None) or torch.equal(a, p.grad) for a, p in zip(d_alone, encoder + disc)), \
+        "G's loss reached D's or the encoder's gradient"
+    assert all(torch.equal(a, p.grad) for a, p in zip(g_alone, gen)), "D's loss reached G's gradient"
+
+    # a negative control: the reference's g_loss.backward(); d_loss.backward() leaks each loss into the other player
     model.zero_grad(set_to_none=True)
-    torch.manual_seed(1)
-    terms = model.losses(batch)
-    terms["g"].backward(retain_graph=True)
-    terms["d"].backward()
-    assert not all(torch.allclose(a, p.grad) for a, p in zip(ours, gen)), "control: D's loss should leak into G"
-    assert not all(a is None or torch.allclose(a, p.grad) for a, p in zip(d_side, encoder + disc)), \
+    t = terms()
+    t["g"].backward(retain_graph=True)
+    t["d"].backward()
+    assert not all(torch.allclose(a, p.grad) for a, p in zip(g_alone, gen)), "control: D's loss should leak into G"
+    assert not all(a is None or torch.allclose(a, p.grad) for a, p in zip(d_alone, encoder + disc)), \
         "control: G's loss should leak into D and the encoder"
 
 
 def test_each_optimizer_holds_exactly_one_player(tmp_path):
     model, trainer, _ = _tiny_gan_bert("acganbert", tmp_path)
-    d_ids = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
-    g_ids = {id(p) for g in trainer.g_optimizer.param_groups for p in g["params"]}
+    d_opt, g_opt = trainer.optimizers
+    d_ids = {id(p) for g in d_opt.param_groups for p in g["params"]}
+    g_ids = {id(p) for g in g_opt.param_groups for p in g["params"]}
     assert g_ids == {id(p) for p in model.generator.parameters()}
     assert d_ids == {id(p) for p in list(model.encoder.parameters()) + list(model.discriminator.parameters())}
+    assert {grp["betas"] for grp in g_opt.param_groups} == {(0.5, 0.999)}  # G's own settings (GanConfig)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    losses = trainer.training_step(["t"], {"t": iter([trainer.processors["t"].batch])})
-    assert {"d", "g", "aux", "d_sup", "g_feat"} <= set(losses)
+    trainer.fit()  # one step: one batch, one epoch
     moved = {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert moved == {"encoder", "discriminator", "generator"}
-
-
-def test_gan_trainer_refuses_pcgrad(tmp_path):
-    model = EmbeddingGan(4, 2)
-    with pytest.raises(ValueError, match="pcgrad"):
-        GanTrainer(model, {"t": _FixedBatch({})}, TrainConfig(pcgrad=True, out_dir=str(tmp_path)), lambda m: {"score": 0})
 
 
 # ---- the toy problem: three Gaussian classes in 8-D stand in for sentence embeddings ------------------------
@@ -229,7 +220,7 @@ class _Gaussians:
 def _train_toy(method, tmp_path, epochs=1, resume=False, fail_at=None):
     torch.manual_seed(0)
     data = _Gaussians()
-    model = EmbeddingGan(8, 3, GanConfig(method=method, noise_dim=8, g_hidden=32, d_hidden=32, gan_dropout=0.0))
+    model = EmbeddingGan(8, 3, GanConfig(method=method, noise_dim=8, g_hidden=32, d_hidden=32, gan_dropout=0.0, g_lr=2e-3))
     calls = []
 
     def evaluate(m):

@@ -36,12 +36,12 @@ def test_train_cli_writes_metrics_predictions_and_curves(tiny_checkpoint, tiny_d
         assert {"d", "g", "d_sup", "d_real", "d_fake", "g_adv", "g_feat", "aux"} <= set(records[0]["train_loss"])
         assert records[-1]["dev_accuracy"] == pytest.approx(results[task]["dev_accuracy"])
         assert max(r["dev"]["score"] for r in records[:2]) == pytest.approx(results[task]["dev_accuracy"])
-        assert (run / "curves.png").stat().st_size > 1000 and (run / "best.pt").is_file()
+        assert (run / "curves.png").stat().st_size > 1000 and (run / "best.safetensors").is_file()
         for split, data_split in (("dev", "dev"), ("test", "test-student")):
             preds = _rows(tmp_path / "pred" / f"{task}-{split}-output.csv")
             assert [p["id"] for p in preds] == _data_ids(tiny_data / f"{prefix}-{data_split}.csv")
             assert {int(p["Predicted_Sentiment"]) for p in preds} <= set(range(k))
-    model, meta = train.load_checkpoint(tmp_path / "run" / "sst-acganbert" / "best.pt")
+    model, meta = train.load_checkpoint(tmp_path / "run" / "sst-acganbert" / "best.safetensors")
     assert meta["gan"]["method"] == "acganbert" and model.generate(3)[0].shape == (3, 32)
 
 
@@ -70,7 +70,7 @@ def test_study_cli_writes_csv_and_plot_and_resume_skips_finished_cells(tiny_chec
         assert len({r["steps_per_epoch"] for r in rows if r["labeled_fraction"] == f}) == 1  # the same budget
     assert all(0.0 <= float(r["dev_accuracy"]) <= 1.0 for r in rows)
     assert (tmp_path / "study-sst.png").stat().st_size > 1000 and len(_rows(tmp_path / "summary.csv")) == 6
-    assert not list(tmp_path.glob("cells/*/best.pt"))  # checkpoints dropped once a cell is recorded
+    assert not list(tmp_path.glob("cells/*/best.*"))  # checkpoints dropped once a cell is recorded
 
     with pytest.raises(SystemExit, match="--resume"):
         study.main(argv)
@@ -91,14 +91,38 @@ def test_embeddings_cli_prints_probe_accuracy_against_chance(tiny_checkpoint, ti
     assert (tmp_path / "embeddings-sst-l0.5-s3.png").stat().st_size > 1000
     assert _rows(tmp_path / "probe.csv")[0]["probe_generated"] == str(rows[0]["probe_generated"])
     again = embeddings.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--out_dir", str(tmp_path / "b"),
-                             "--checkpoint", str(tmp_path / "cells" / "sst-l0.5-s3" / "best.pt"), "--per_class", "20"])
+                             "--checkpoint", str(tmp_path / "cells" / "sst-l0.5-s3" / "best.safetensors"), "--per_class", "20"])
     assert again[0]["probe_generated"] == rows[0]["probe_generated"]  # same model, same seed: same fakes
+
+
+def test_frozen_study_holds_the_steps_fixed_and_logs_the_fakes(tiny_checkpoint, tiny_data, tmp_path, capsys):
+    argv = ["--frozen", "--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--noise_dim", "8",
+            "--fractions", "0.25", "--unlabeled", "0", "1", "--seeds", "1", "2", "--steps", "6", "--eval_every", "3",
+            "--labeled_per_batch", "4", "--unlabeled_per_batch", "4", "--embeddings", str(tmp_path / "emb.pt"),
+            "--out_dir", str(tmp_path / "study")]
+    summary = study.main(argv)
+    rows = _rows(tmp_path / "study" / "results.csv")
+    assert len(rows) == 2 * (1 + 2 * 2)  # per seed: plain once, two GANs at two unlabelled amounts
+    assert {r["steps"] for r in rows} == {"6"} and {r["unlabeled"] for r in rows if r["method"] == "plain"} == {"0"}
+    ac = [r for r in rows if r["method"] == "acganbert"]
+    assert all(0 <= float(r["probe_acc"]) <= 1 and float(r["chance"]) == 0.2 and r["class_coverage"] for r in ac)
+    assert all(r["probe_acc"] == "" and r["coverage"] for r in rows if r["method"] == "ganbert")
+    gan = [s for s in summary if s["method"] != "plain"]
+    assert len(gan) == 4 and all(s["seeds"] == 2 and s["diff_lo"] <= s["diff_mean"] <= s["diff_hi"] for s in gan)
+    assert (tmp_path / "study" / "study-sst-frozen.png").stat().st_size > 1000 and (tmp_path / "emb.pt").is_file()
+    records = (tmp_path / "study" / "cells" / "sst-acganbert-l0.25-u1-s1" / "metrics.jsonl").read_text().splitlines()
+    assert len(records) == 3 and "probe_acc" in records[0]
+    assert "| acganbert | 0.25 | 1 | 2 |" in capsys.readouterr().out
+
+    study.main(argv[:-2] + ["--out_dir", str(tmp_path / "study"), "--resume", "--seeds", "1", "2", "3"])
+    assert "15 cells, 10 already finished, 5 to run" in capsys.readouterr().out
+    assert _rows(tmp_path / "study" / "results.csv")[:10] == rows
 
 
 @pytest.mark.parametrize("argv,message", [(["--labeled_fraction", "0"], "--labeled_fraction"),
                                           (["--method", "wgan"], "method"),
                                           (["--replicate", "two"], "--replicate"),
-                                          (["--pcgrad"], "--pcgrad: not used by gan/train.py")])
+                                          (["--pcgrad"], "unrecognized arguments: --pcgrad")])
 def test_bad_flag_values_are_clear_errors(argv, message, capsys):
     with pytest.raises(SystemExit):
         train.parse_args(argv)

@@ -1,0 +1,72 @@
+"""The two players' optimisers and one two-player step, shared by the frozen-encoder loop (gan/frozen.py).
+
+G gets its own optimiser settings (GanConfig.g_lr, g_beta1, g_schedule), as GANs usually do: a constant
+rate with β₁ = 0.5 keeps G moving for the whole run, where BERT's fine-tuning rate decaying to 0 left it
+near its initial weights. `generator_optimizer` is the one place that turns those fields into an AdamW and a
+schedule, so GanTrainer can build G's optimiser the same way.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from optim import AdamW, make_scheduler
+from tasks.trainer import param_groups
+
+from .model import GanConfig
+
+
+def generator_optimizer(generator: nn.Module, gan: GanConfig, default_lr: float, weight_decay: float,
+                        warmup_steps: int, total_steps: int) -> Tuple[AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """G's AdamW (lr = gan.g_lr or default_lr, betas = (gan.g_beta1, 0.999)) and its schedule (gan.g_schedule)."""
+    lr = gan.g_lr or default_lr
+    opt = AdamW(param_groups(generator, lr, None, weight_decay), lr=lr, betas=(gan.g_beta1, 0.999))
+    return opt, make_scheduler(opt, gan.g_schedule, warmup_steps, total_steps)
+
+
+def _add_grads(params: List[nn.Parameter], grads) -> None:
+    for p, g in zip(params, grads):
+        if g is not None:
+            p.grad = g if p.grad is None else p.grad + g
+
+
+def player_grads(d_loss: torch.Tensor, g_loss: Optional[torch.Tensor], d_params: List[nn.Parameter],
+                 g_params: List[nn.Parameter]) -> None:
+    """∂d_loss/∂D into D's .grad and ∂g_loss/∂G into G's .grad, nothing across (as GanTrainer does).
+    Both are taken before either optimiser steps: an in-place update would invalidate the other graph."""
+    _add_grads(d_params, torch.autograd.grad(d_loss, d_params, retain_graph=g_loss is not None, allow_unused=True))
+    if g_loss is not None:
+        _add_grads(g_params, torch.autograd.grad(g_loss, g_params, allow_unused=True))
+
+
+class Players:
+    """D (with the encoder, if it trains) and G, each with its parameters, optimiser and schedule."""
+
+    def __init__(self, model, d_lr: float, weight_decay: float, schedule: str, warmup_steps: int, total_steps: int,
+                 max_grad_norm: float = 1.0):
+        self.model, self.max_grad_norm = model, max_grad_norm
+        self.d_params = [p for p in model.discriminator.parameters() if p.requires_grad]
+        self.d_opt = AdamW(param_groups(model.discriminator, d_lr, None, weight_decay), lr=d_lr)
+        self.d_sched = make_scheduler(self.d_opt, schedule, warmup_steps, total_steps)
+        self.g_params, self.g_opt, self.g_sched = [], None, None
+        if model.generator is not None:
+            self.g_params = list(model.generator.parameters())
+            self.g_opt, self.g_sched = generator_optimizer(model.generator, model.config, d_lr, weight_decay,
+                                                           warmup_steps, total_steps)
+
+    def step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        """One forward, each player's gradient from its own loss, both updates; returns every loss term."""
+        terms = self.model.losses(batch)
+        player_grads(terms["d"], terms.get("g"), self.d_params, self.g_params)
+        for params, opt, sched in ((self.d_params, self.d_opt, self.d_sched),
+                                   (self.g_params, self.g_opt, self.g_sched)):
+            if opt is None:
+                continue
+            if self.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+        return {k: v.item() for k, v in terms.items()}
