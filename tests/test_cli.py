@@ -3,8 +3,11 @@ import csv
 import json
 
 import pytest
+import torch
 
+from minibert import BertModel
 from tasks import classifier, multitask
+from tasks.checkpointing import load_state
 
 HEADERS = {"sst": "Predicted_Sentiment", "cfimdb": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase",
            "sts": "Predicted_Similarity"}
@@ -47,6 +50,7 @@ def test_multitask_cli_writes_all_six_prediction_files(tiny_checkpoint, tiny_dat
 
 
 def test_classifier_cli_pretrain_and_finetune(tiny_checkpoint, tiny_data, tmp_path):
+    start = BertModel.from_pretrained(tiny_checkpoint).state_dict()
     for option in ("pretrain", "finetune"):
         scores = classifier.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--epochs", "1",
                                   "--batch_size", "8", "--option", option, "--out_dir", str(tmp_path / "run"),
@@ -54,6 +58,13 @@ def test_classifier_cli_pretrain_and_finetune(tiny_checkpoint, tiny_data, tmp_pa
         assert set(scores) == {"sst", "cfimdb"}
         for task in ("sst", "cfimdb"):
             _check_predictions(tmp_path / option, tiny_data, task, prefix=f"{option}-")
+            # pretrain: the encoder's weights do not move, only the head's; finetune moves the encoder
+            trained = load_state(tmp_path / "run" / f"{task}-{option}" / "best.safetensors")["model"]
+            encoder = {k: v for k, v in trained.items() if k.startswith("bert.")}
+            assert encoder.keys() == {f"bert.{k}" for k in start} and encoder
+            unchanged = all(torch.equal(encoder[f"bert.{k}"], v) for k, v in start.items())
+            assert unchanged == (option == "pretrain"), (task, option)
+            assert not torch.equal(trained["heads.sentiment.weight"], torch.zeros_like(trained["heads.sentiment.weight"]))
 
 
 def test_subset_of_tasks_and_max_examples(tiny_checkpoint, tiny_data, tmp_path):
