@@ -13,7 +13,7 @@ that grows with the unlabelled pool.
 """
 from __future__ import annotations
 
-import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,13 +21,15 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from tasks.checkpointing import load_state, save_state, write_jsonl
 from tasks.data import SentenceCollator, get_task, subsample
 from tasks.processors import to_device
+from tasks.trainer import TrainConfig
 
 from .data import IGNORE, labeled_split, unlabeled_subset
 from .model import EmbeddingGan, GanConfig
-from .players import Players
 from .probe import FakeReference, fake_probe
+from .trainer import GanTrainer
 
 
 @torch.no_grad()
@@ -56,7 +58,7 @@ def cached_embeddings(path, task: str, files: Dict[str, str], model_name: Option
            "max_examples": max_examples, **{s: str(Path(files[s]).resolve()) for s in ("train", "dev")}}
     path = Path(path)
     if path.is_file():
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        data = load_state(path)  # safetensors + JSON: no pickle
         if data.get("key") == key:
             return data
     from minibert import BertModel, Tokenizer  # only when the cache misses
@@ -69,8 +71,7 @@ def cached_embeddings(path, task: str, files: Dict[str, str], model_name: Option
         rows = subsample(load(Path(files[split])), max_examples)
         data[split] = embed_examples(encoder, rows, tokenizer, max_length, device)
         data[f"{split}_labels"] = torch.tensor([e.label for e in rows])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(data, path)
+    save_state(path, data)
     return data
 
 
@@ -100,36 +101,49 @@ class FrozenConfig:
     eval_every: int = 250
 
 
+class FrozenBatches:
+    """`steps` batches of cached embeddings, as a processor for the shared loop: each holds labelled rows from
+    one stream and, for a GAN with unlabelled rows, unlabelled rows from another (the labelled part depends on
+    the seed only, whatever the method and the unlabelled pool)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, labeled: torch.Tensor, unlabeled: torch.Tensor,
+                 cfg: FrozenConfig, seed: int, use_unlabeled: bool):
+        self.x, self.y, self.labeled, self.unlabeled, self.cfg, self.seed = x, y, labeled, unlabeled, cfg, seed
+        self.use_unlabeled = use_unlabeled and len(unlabeled) > 0
+
+    def num_batches(self) -> int:
+        return self.cfg.steps
+
+    def batches(self, epoch: int):
+        lab, unl = Stream(self.labeled, 2 * self.seed + 1), Stream(self.unlabeled, 2 * self.seed + 2)
+        for _ in range(self.cfg.steps):
+            idx_l = lab.take(self.cfg.labeled_per_batch)
+            idx_u = unl.take(self.cfg.unlabeled_per_batch) if self.use_unlabeled else idx_l[:0]
+            labels = torch.cat([self.y[idx_l], torch.full((len(idx_u),), IGNORE, dtype=torch.long)])
+            yield {"embeddings": self.x[torch.cat([idx_l, idx_u])], "labels": labels, "label_mask": labels != IGNORE}
+
+
 def train_frozen(model: EmbeddingGan, x: torch.Tensor, y: torch.Tensor, labeled: torch.Tensor, unlabeled: torch.Tensor,
-                 cfg: FrozenConfig, seed: int, evaluate: Optional[Callable[[EmbeddingGan], dict]] = None) -> List[dict]:
-    """cfg.steps two-player steps on rows `labeled` (with labels y) and `unlabeled` of x (N, C); returns one
-    record per evaluation (every cfg.eval_every steps and at the end): mean loss terms since the last, and
-    what `evaluate(model)` returns."""
-    players = Players(model, cfg.lr, cfg.weight_decay, cfg.schedule, int(cfg.warmup_ratio * cfg.steps), cfg.steps,
-                      cfg.max_grad_norm)
-    lab, unl = Stream(labeled, 2 * seed + 1), Stream(unlabeled, 2 * seed + 2)
-    use_unlabeled = model.generator is not None and len(unlabeled) > 0
-    history, sums, n = [], {}, 0
-    model.train()
-    for step in range(1, cfg.steps + 1):
-        idx_l = lab.take(cfg.labeled_per_batch)
-        idx_u = unl.take(cfg.unlabeled_per_batch) if use_unlabeled else idx_l[:0]
-        labels = torch.cat([y[idx_l], torch.full((len(idx_u),), IGNORE, dtype=torch.long)])
-        batch = {"embeddings": x[torch.cat([idx_l, idx_u])], "labels": labels, "label_mask": labels != IGNORE}
-        for k, v in players.step(batch).items():
-            sums[k] = sums.get(k, 0.0) + v
-        n += 1
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            record = {"step": step, "train_loss": {k: v / n for k, v in sums.items()}}
-            if evaluate is not None:
-                record.update(evaluate(model))
-                model.train()
-            history.append(record)
-            sums, n = {}, 0
-    return history
+                 cfg: FrozenConfig, seed: int, evaluate: Optional[Callable[[EmbeddingGan], dict]] = None,
+                 out_dir=None) -> List[dict]:
+    """cfg.steps two-player steps of the shared loop (GanTrainer: one epoch of cfg.steps batches, evaluated every
+    cfg.eval_every steps) on rows `labeled` (labels y) and `unlabeled` of x (N, C). Returns one record per
+    evaluation: the mean loss terms since the last, and what `evaluate(model)` returns."""
+    def scored(m):
+        out = evaluate(m) if evaluate is not None else {}
+        return {"score": float(out.get("dev_accuracy", 0.0)), **out}
+
+    batches = FrozenBatches(x, y, labeled, unlabeled, cfg, seed, model.generator is not None)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = TrainConfig(epochs=1, lr=cfg.lr, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
+                             warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm, seed=seed,
+                             eval_every=cfg.eval_every, mixed_precision=False, out_dir=str(out_dir or tmp))
+        trainer = GanTrainer(model, {"gan": batches}, config, scored, show_progress=False)
+        trainer.fit()
+    return [{"step": h["step"], "train_loss": h["train_loss"], **{k: v for k, v in h["dev"].items() if k != "score"}}
+            for h in trainer.history]
 
 
-@torch.no_grad()
 def accuracy(model: EmbeddingGan, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
     return float((model.sentiment_logits({"embeddings": x}).argmax(-1) == y).double().mean())
@@ -153,15 +167,13 @@ def run_cell(data: Dict[str, torch.Tensor], num_labels: int, gan: GanConfig, cfg
             out["fakes"] = fake_probe(m, x, y, seed=seed, reference=reference)
         return out
 
-    history = train_frozen(model, x, y, torch.tensor(lab_idx), torch.tensor(unl_idx), cfg, seed, evaluate)
+    history = train_frozen(model, x, y, torch.tensor(lab_idx), torch.tensor(unl_idx), cfg, seed, evaluate, out_dir)
     last = history[-1]
     result = {"dev_accuracy": last["dev_accuracy"], **last.get("fakes", {}), "labeled": len(lab_idx),
               "unlabeled": len(unl_idx) if gan.method != "plain" else 0, "steps": cfg.steps,
               "wall_seconds": round(time.time() - started, 1)}
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(out_dir) / "metrics.jsonl", "w", encoding="utf-8") as f:
-            for record in history:
-                f.write(json.dumps(record) + "\n")
-            f.write(json.dumps({"final": True, **result, "gan": asdict(gan), "frozen": asdict(cfg)}) + "\n")
+        write_jsonl(Path(out_dir) / "metrics.jsonl",
+                    history + [{"final": True, **result, "gan": asdict(gan), "frozen": asdict(cfg)}])
     return result

@@ -1,13 +1,14 @@
-"""The two players' optimisers and one two-player step, shared by the frozen-encoder loop (gan/frozen.py).
+"""The two players' pieces GanTrainer (gan/trainer.py) is built from: G's own optimiser, and the gradients of
+each player from its own loss.
 
 G gets its own optimiser settings (GanConfig.g_lr, g_beta1, g_schedule), as GANs usually do: a constant
 rate with β₁ = 0.5 keeps G moving for the whole run, where BERT's fine-tuning rate decaying to 0 left it
 near its initial weights. `generator_optimizer` is the one place that turns those fields into an AdamW and a
-schedule, so GanTrainer can build G's optimiser the same way.
+schedule.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -39,34 +40,3 @@ def player_grads(d_loss: torch.Tensor, g_loss: Optional[torch.Tensor], d_params:
     _add_grads(d_params, torch.autograd.grad(d_loss, d_params, retain_graph=g_loss is not None, allow_unused=True))
     if g_loss is not None:
         _add_grads(g_params, torch.autograd.grad(g_loss, g_params, allow_unused=True))
-
-
-class Players:
-    """D (with the encoder, if it trains) and G, each with its parameters, optimiser and schedule."""
-
-    def __init__(self, model, d_lr: float, weight_decay: float, schedule: str, warmup_steps: int, total_steps: int,
-                 max_grad_norm: float = 1.0):
-        self.model, self.max_grad_norm = model, max_grad_norm
-        self.d_params = [p for p in model.discriminator.parameters() if p.requires_grad]
-        self.d_opt = AdamW(param_groups(model.discriminator, d_lr, None, weight_decay), lr=d_lr)
-        self.d_sched = make_scheduler(self.d_opt, schedule, warmup_steps, total_steps)
-        self.g_params, self.g_opt, self.g_sched = [], None, None
-        if model.generator is not None:
-            self.g_params = list(model.generator.parameters())
-            self.g_opt, self.g_sched = generator_optimizer(model.generator, model.config, d_lr, weight_decay,
-                                                           warmup_steps, total_steps)
-
-    def step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
-        """One forward, each player's gradient from its own loss, both updates; returns every loss term."""
-        terms = self.model.losses(batch)
-        player_grads(terms["d"], terms.get("g"), self.d_params, self.g_params)
-        for params, opt, sched in ((self.d_params, self.d_opt, self.d_sched),
-                                   (self.g_params, self.g_opt, self.g_sched)):
-            if opt is None:
-                continue
-            if self.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-        return {k: v.item() for k, v in terms.items()}

@@ -31,7 +31,11 @@ from tasks.run import REPO, add_task_file_args, base_parser, make_evaluator, par
 from tasks.techniques.base import add_dataclass_args, dataclass_from_args  # noqa: E402
 from tasks.trainer import TrainConfig, seed_everything  # noqa: E402
 
+import torch  # noqa: E402
+
 from gan.data import semi_supervised  # noqa: E402
+from gan.frozen import embed_examples  # noqa: E402
+from gan.probe import fake_probe  # noqa: E402
 from gan.model import GanBert, GanConfig  # noqa: E402
 from gan.plots import plot_curves  # noqa: E402
 from gan.trainer import GanTrainer  # noqa: E402
@@ -86,6 +90,19 @@ def load_checkpoint(path):
     return model, state["meta"]
 
 
+def with_fake_probe(evaluate, proc, tokenizer, max_length: int, device):
+    """The evaluation plus, for a GAN, what its generator's fakes look like against the real dev embeddings of the
+    current encoder (gan/probe.py's fake_probe: label read back by a probe, spread, coverage), every evaluation."""
+    def evaluate_with_probe(model):
+        scores = evaluate(model)
+        if getattr(model, "generator", None) is not None and proc.splits["dev"]:
+            real = embed_examples(model.encoder, proc.splits["dev"], tokenizer, max_length, device)
+            labels = torch.tensor([e.label for e in proc.splits["dev"]])
+            scores["fakes"] = fake_probe(model, real, labels, seed=0)
+        return scores
+    return evaluate_with_probe
+
+
 def run_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
     """Train one model on one task, reload its best epoch, write predictions; returns its scores and data sizes."""
     started = time.time()
@@ -114,7 +131,8 @@ def run_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
             "seed": config.seed, "argv": sys.argv[1:]}
     if args.predict_test is False:
         proc.splits["test"] = []
-    trainer = GanTrainer(model, {task: proc}, config, make_evaluator({task: proc}, device),
+    trainer = GanTrainer(model, {task: proc}, config, with_fake_probe(make_evaluator({task: proc}, device), proc, tokenizer,
+                                                                      args.max_length, device),
                          techniques.callbacks(args, model, "gan", config.seed), meta, show_progress)
     history = trainer.fit()
 

@@ -37,6 +37,7 @@ from optim import AdamW, is_no_decay, make_scheduler
 from .checkpointing import load_state, save_state, write_jsonl
 from .devices import Precision, compile_layers, pick_device
 from .distributed import broadcast_from_main, init_distributed, mean_over_ranks, wrap_ddp
+from .layerwise import layer_lr_scales
 from .processors import to_device
 from .sampling import SAMPLINGS, TaskStream, task_schedule
 from .techniques.base import flag
@@ -47,6 +48,8 @@ class TrainConfig:
     epochs: int = flag(3, "training epochs")
     lr: float = flag(5e-5, "the encoder's peak learning rate")
     head_lr: Optional[float] = flag(None, "the heads' learning rate (default: --lr)")
+    layer_lr_decay: float = flag(1.0, "layer-wise lr decay: encoder layer i of L at lr·d^(L−i), embeddings lr·d^(L+1), "
+                                      "heads unchanged (1: off; tasks/layerwise.py)")
     weight_decay: float = flag(0.01, "AdamW's decoupled weight decay (not on biases and LayerNorms)")
     warmup_ratio: float = flag(0.06, "share of the steps with a linear warmup")
     schedule: str = flag("linear", "learning-rate schedule after warmup", choices=("constant", "linear", "cosine"))
@@ -73,6 +76,8 @@ class TrainConfig:
             raise ValueError("epochs must be >= 1, lr > 0, tasks_per_step >= 0 and grad_accum >= 1")
         if min(self.eval_every, self.patience, self.save_every) < 0:
             raise ValueError("eval_every, patience and save_every must be >= 0")
+        if not 0 < self.layer_lr_decay <= 1:
+            raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
@@ -90,14 +95,20 @@ def encoder_parameters(model: torch.nn.Module) -> List[torch.nn.Parameter]:
     return list(declared()) if declared is not None else list(model.parameters())
 
 
-def param_groups(model: torch.nn.Module, lr: float, head_lr: Optional[float], weight_decay: float) -> List[dict]:
-    """The encoder at lr, everything else (heads) at head_lr; no decay for biases and LayerNorms."""
+def param_groups(model: torch.nn.Module, lr: float, head_lr: Optional[float], weight_decay: float,
+                 layer_lr_decay: float = 1.0) -> List[dict]:
+    """The encoder at lr, everything else (heads) at head_lr; no decay for biases and LayerNorms.
+    `layer_lr_decay` < 1 scales each encoder parameter's lr by its depth (tasks/layerwise.py)."""
     encoder = {id(p) for p in encoder_parameters(model)}
+    scales = {} if layer_lr_decay == 1.0 else layer_lr_scales(
+        [n for n, p in model.named_parameters() if id(p) in encoder], layer_lr_decay)
     groups: Dict[tuple, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         rate = lr if id(p) in encoder or head_lr is None else head_lr
+        if name in scales:
+            rate = lr * scales[name]
         decay = 0.0 if is_no_decay(name, p) else weight_decay
         groups.setdefault((rate, decay), {"params": [], "lr": rate, "weight_decay": decay})["params"].append(p)
     return list(groups.values())
@@ -167,7 +178,7 @@ class Trainer:
     def configure_optimizers(self):
         """([optimizers], [schedules]): our AdamW over param_groups, warmup then the chosen decay."""
         cfg = self.config
-        optimizer = AdamW(param_groups(self.model, cfg.lr, cfg.head_lr, cfg.weight_decay), lr=cfg.lr)
+        optimizer = AdamW(param_groups(self.model, cfg.lr, cfg.head_lr, cfg.weight_decay, cfg.layer_lr_decay), lr=cfg.lr)
         return [optimizer], [make_scheduler(optimizer, cfg.schedule, int(cfg.warmup_ratio * self.total_steps),
                                             self.total_steps)]
 
@@ -282,6 +293,7 @@ class Trainer:
         sums, counts = self._running["sums"], self._running["counts"]
         train_loss = mean_over_ranks({n: sums[n] / counts[n] for n in sums}, self.world_size, self.device)
         scores = broadcast_from_main(self.evaluate(self.eval_model) if self.is_main else None, self.world_size)
+        self.model.train()  # whatever mode the evaluation left it in: training goes on
         record = {"epoch": self.epoch + 1, "step": self.global_step, "train_loss": train_loss, "dev": scores,
                   "lr": self.scheduler.get_last_lr()[0], "train_seconds": round(self._running.get("seconds", 0.0), 1),
                   "seconds": round(time.time() - started, 1)}
@@ -297,7 +309,8 @@ class Trainer:
         if self.is_main:
             write_jsonl(self.out_dir / "metrics.jsonl", self.history)
             self.save_checkpoint()
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+        if self.show_progress:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, (int, float)))
             print(f"epoch {record['epoch']}, step {self.global_step}: dev {shown} ({record['seconds']:.0f} s)", flush=True)
         if self.world_size > 1:
             torch.distributed.barrier()  # the files are written before any rank reads them

@@ -34,6 +34,8 @@ def test_train_cli_writes_metrics_predictions_and_curves(tiny_checkpoint, tiny_d
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert [r.get("epoch") for r in records[:2]] == [1, 2] and records[-1]["final"] is True
         assert {"d", "g", "d_sup", "d_real", "d_fake", "g_adv", "g_feat", "aux"} <= set(records[0]["train_loss"])
+        for r in records[:2]:  # every evaluation reads the fakes against the current encoder's real dev embeddings
+            assert r["dev"]["fakes"]["chance"] == pytest.approx(1 / k) and 0 <= r["dev"]["fakes"]["probe_acc"] <= 1
         assert records[-1]["dev_accuracy"] == pytest.approx(results[task]["dev_accuracy"])
         assert max(r["dev"]["score"] for r in records[:2]) == pytest.approx(results[task]["dev_accuracy"])
         assert (run / "curves.png").stat().st_size > 1000 and (run / "best.safetensors").is_file()

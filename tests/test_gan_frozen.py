@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from gan.frozen import FrozenConfig, Stream, embed_examples, run_cell, train_frozen
+from gan.frozen import FrozenBatches, FrozenConfig, Stream, embed_examples, run_cell, train_frozen
 from gan.model import EmbeddingGan, GanBert, GanConfig
-from gan.players import Players, generator_optimizer
+from gan.players import generator_optimizer
 from gan.probe import fit_reference
 from gan.trainer import GanTrainer
 from minibert import BertModel, Tokenizer, tiny_config
@@ -83,10 +83,11 @@ def test_frozen_mode_gives_the_fine_tuned_paths_losses_and_step(method, tmp_path
     a, b = full.losses(batch), frozen.losses(cached)
     assert set(a) == set(b) and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), (a, b)
 
-    # one step: GanTrainer (the fine-tuned path, encoder frozen) and the frozen loop's Players
-    cfg = TrainConfig(epochs=1, lr=1e-3, schedule="constant", warmup_ratio=0.0, out_dir=str(tmp_path))
+    # one step of the loop: on the fine-tuned path (encoder frozen) and on the cached embeddings
+    cfg = TrainConfig(epochs=1, lr=1e-3, schedule="constant", warmup_ratio=0.0, out_dir=str(tmp_path / "full"))
     GanTrainer(full, {"t": _FixedBatch(batch)}, cfg, evaluate=lambda m: {"score": 0.0}, show_progress=False).fit()
-    Players(frozen, 1e-3, cfg.weight_decay, "constant", 0, 1, cfg.max_grad_norm).step(cached)
+    cfg = TrainConfig(epochs=1, lr=1e-3, schedule="constant", warmup_ratio=0.0, out_dir=str(tmp_path / "frozen"))
+    GanTrainer(frozen, {"t": _FixedBatch(cached)}, cfg, evaluate=lambda m: {"score": 0.0}, show_progress=False).fit()
     moved = full.state_dict()
     for name, value in frozen.state_dict().items():
         assert torch.allclose(moved[name], value, atol=1e-6), name
@@ -144,9 +145,9 @@ def test_every_method_sees_the_same_labelled_rows(monkeypatch):
     for method, unlabeled in (("plain", []), ("ganbert", list(range(30, 90))), ("acganbert", list(range(30, 60)))):
         model = EmbeddingGan(8, 3, GanConfig(method=method, noise_dim=4))
         batches = []
-        monkeypatch.setattr(Players, "step", lambda self, batch: batches.append(batch) or {"d": 0.0})
-        train_frozen(model, x, y, torch.arange(30), torch.tensor(unlabeled, dtype=torch.long),
-                     FrozenConfig(steps=5, labeled_per_batch=8, unlabeled_per_batch=4), seed=1)
+        batches = list(FrozenBatches(x, y, torch.arange(30), torch.tensor(unlabeled, dtype=torch.long),
+                                     FrozenConfig(steps=5, labeled_per_batch=8, unlabeled_per_batch=4), seed=1,
+                                     use_unlabeled=model.generator is not None).batches(0))
         seen[method] = [b["embeddings"][b["label_mask"]] for b in batches]
         assert all(b["label_mask"].sum() == 8 and len(b["labels"]) == (8 if method == "plain" else 12) for b in batches)
     assert all(torch.equal(a, b) for a, b in zip(seen["plain"], seen["acganbert"]))
