@@ -219,3 +219,37 @@ def test_child_tuning_off_is_bit_identical_and_d_freezes_unchosen_weights(tiny_c
     for name, mask in child.masks.items():
         moved = model.get_parameter(name).detach() != before[name]
         assert not (moved & ~mask).any(), f"{name}: a weight outside the Child-Tuning-D mask moved"
+
+
+def test_child_tuning_f_masks_the_clipped_gradient_at_the_update(tiny_checkpoint, tiny_data, tmp_path, monkeypatch):
+    """The step's update sees g̃ = clip(g) ⊙ M / p: a trainer that never applies -F, or masks before clipping,
+    fails here (the gradients are recorded at clipping time and at the optimizer's step)."""
+    from optim import AdamW
+    from tasks import trainer as loop
+    model, procs = _setup(tiny_checkpoint, tiny_data, ("sst",), n=8, batch_size=8)
+    p, seen = 0.3, {}
+    real_clip, real_step = loop.torch.nn.utils.clip_grad_norm_, AdamW.step
+
+    def clip(params, max_norm):
+        params = list(params)
+        seen["before_clip"] = {id(q): q.grad.clone() for q in params if q.grad is not None}
+        norm = real_clip(params, max_norm)
+        seen["clipped"] = {id(q): q.grad.clone() for q in params if q.grad is not None}
+        return norm
+
+    def step(self, closure=None):
+        seen["at_step"] = {id(q): q.grad.clone() for g in self.param_groups for q in g["params"] if q.grad is not None}
+        return real_step(self, closure)
+
+    monkeypatch.setattr(loop.torch.nn.utils, "clip_grad_norm_", clip)
+    monkeypatch.setattr(AdamW, "step", step)
+    cfg = TrainConfig(epochs=1, lr=1e-3, max_grad_norm=1e-3, out_dir=str(tmp_path))  # the clip binds
+    trainer = Trainer(model, procs, cfg, lambda m: {"score": 0.0}, _callbacks(model, child_tuning="F", child_tuning_p=p),
+                      show_progress=False)
+    trainer.fit()
+    layer = model.bert.layers[0].ffn.up.weight
+    g_raw, g_clipped, g_step = (seen[k][id(layer)] for k in ("before_clip", "clipped", "at_step"))
+    assert (g_raw != 0).all() and not torch.allclose(g_raw, g_clipped)  # unmasked when clipped; the clip acted
+    kept = g_step != 0
+    assert 0.2 < kept.float().mean() < 0.4  # -F was applied: about p of the elements kept
+    assert torch.allclose(g_step[kept], g_clipped[kept] / p)  # ... to the clipped gradient, rescaled by 1/p
