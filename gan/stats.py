@@ -1,33 +1,16 @@
-"""Summaries over seeds: mean ± sd, and the paired 95% interval of a method's difference against the baseline.
-
-Within a seed, every method of a cell shares the labelled rows, D's initial weights and the batches of
+"""The GAN study's summary over seeds: mean ± sd, and the paired 95% interval of a method's difference against
+the baseline (tasks/stats.py). Within a seed, every method of a cell shares the labelled rows, D's initial weights and the batches of
 labelled rows, so the per-seed difference removes what the seeds share; its t interval
 mean ± t(0.975, n − 1) · sd / √n is much narrower than the two methods' own spreads suggest.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence
+from typing import Dict
 
 import numpy as np
-from scipy.stats import t as student_t
 
-
-def mean_sd(values: Sequence[float]):
-    """(mean, sample standard deviation (n − 1; 0 for one value))."""
-    v = np.asarray(values, dtype=float)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
-
-
-def paired_interval(a: Dict[int, float], b: Dict[int, float], level: float = 0.95) -> dict:
-    """a − b over the seeds both have ({seed: value}): mean, sd, and the t interval (lo, hi); nan below 2 seeds."""
-    seeds = sorted(set(a) & set(b))
-    d = [a[s] - b[s] for s in seeds]
-    if len(d) < 2:
-        return {"n": len(d), "mean": d[0] if d else math.nan, "sd": math.nan, "lo": math.nan, "hi": math.nan}
-    mean, sd = mean_sd(d)
-    half = student_t.ppf(0.5 + level / 2, len(d) - 1) * sd / math.sqrt(len(d))
-    return {"n": len(d), "mean": mean, "sd": sd, "lo": mean - half, "hi": mean + half}
+from tasks.stats import mean_sd, paired_interval  # noqa: F401  (re-exported: the GAN study's tables use them)
 
 
 FAKE_COLUMNS = ["chance", "probe_acc", "centroid_acc", "spread", "coverage", "class_coverage", "precision", "off_subspace",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import shlex
 import sys
@@ -39,6 +40,8 @@ from tqdm.auto import tqdm  # noqa: E402
 from tasks import classifier  # noqa: E402
 from tasks.data import get_task  # noqa: E402
 from tasks import techniques  # noqa: E402
+from tasks.checkpointing import read_jsonl  # noqa: E402
+from tasks.stats import mean_sd, paired_interval, verdict  # noqa: E402
 from tasks.run import parse_with_config, run, task_files  # noqa: E402
 
 ARMS = techniques.arms()  # name -> (flags, what it is), from each technique's module
@@ -67,18 +70,23 @@ def technique_args(name: str):
 
 
 def summarize(records: Sequence[dict], order: Sequence[str]) -> List[dict]:
-    """One row per technique: n, mean and sample sd (ddof=1) of the score, Δ mean against 'plain', mean wall time."""
+    """One row per technique: n, mean and sample sd (ddof=1) of the dev score, Δ mean against 'plain', the paired
+    95% interval of the per-seed difference against plain and its verdict, the learning rate, mean wall time."""
     rows = []
-    base = [r["score"] for r in records if r["technique"] == "plain"]
+    records = [r for r in records if r.get("stage", "main") == "main"]
+    base = {r["seed"]: r["score"] for r in records if r["technique"] == "plain"}
     for name in order:
-        scores = [r["score"] for r in records if r["technique"] == name]
-        if not scores:
-            continue
         mine = [r for r in records if r["technique"] == name]
-        rows.append({"technique": name, "n": len(scores), "mean": float(np.mean(scores)),
-                     "sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan"),
-                     "delta": float(np.mean(scores) - np.mean(base)) if base else float("nan"),
-                     "extra_epochs": mine[0]["extra_epochs"], "wall_seconds": float(np.mean([r["wall_seconds"] for r in mine]))})
+        if not mine:
+            continue
+        scores = {r["seed"]: r["score"] for r in mine}
+        mean, sd = mean_sd(list(scores.values()))
+        paired = paired_interval(scores, base) if name != "plain" else {"lo": math.nan, "hi": math.nan}
+        rows.append({"technique": name, "n": len(scores), "mean": mean, "sd": sd if len(scores) > 1 else float("nan"),
+                     "delta": mean - float(np.mean(list(base.values()))) if base else float("nan"),
+                     "lo": paired["lo"], "hi": paired["hi"], "verdict": verdict(paired) if name != "plain" else "",
+                     "lr": mine[0].get("lr"), "extra_epochs": mine[0]["extra_epochs"],
+                     "wall_seconds": float(np.mean([r["wall_seconds"] for r in mine]))})
     return rows
 
 
@@ -86,15 +94,18 @@ def write_tables(rows: List[dict], out_dir: Path, metric: str, header: str) -> N
     if not rows:
         return
     with open(out_dir / "table.csv", "w", encoding="utf-8") as f:
-        f.write(f"technique,seeds,mean_{metric},sd_{metric},delta_vs_plain,extra_epochs,wall_seconds_per_run\n")
+        f.write(f"technique,seeds,mean_{metric},sd_{metric},delta_vs_plain,paired_lo,paired_hi,verdict,lr,extra_epochs,"
+                "wall_seconds_per_run\n")
         for r in rows:
-            f.write(f"{r['technique']},{r['n']},{r['mean']:.6f},{r['sd']:.6f},{r['delta']:.6f},{r['extra_epochs']},"
-                    f"{r['wall_seconds']:.1f}\n")
-    lines = [header, "", f"| technique | what | seeds | dev {metric} (mean ± sd) | Δ vs plain | extra epochs | wall s / run |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+            f.write(f"{r['technique']},{r['n']},{r['mean']:.6f},{r['sd']:.6f},{r['delta']:.6f},{r['lo']:.6f},{r['hi']:.6f},"
+                    f"{r['verdict']},{r['lr']},{r['extra_epochs']},{r['wall_seconds']:.1f}\n")
+    lines = [header, "", f"| technique | what | seeds | lr | dev {metric} (mean ± sd) | Δ vs plain | paired 95% interval | "
+             "verdict | extra epochs | wall s / run |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     for r in rows:
-        lines.append(f"| {r['technique']} | {technique_args(r['technique'])[2]} | {r['n']} | {r['mean']:.4f} ± {r['sd']:.4f} | "
-                     f"{r['delta']:+.4f} | {r['extra_epochs']} | {r['wall_seconds']:.1f} |")
+        interval = f"[{r['lo']:+.4f}, {r['hi']:+.4f}]" if r["technique"] != "plain" else ""
+        lines.append(f"| {r['technique']} | {technique_args(r['technique'])[2]} | {r['n']} | {r['lr']:g} | "
+                     f"{r['mean']:.4f} ± {r['sd']:.4f} | {r['delta']:+.4f} | {interval} | {r['verdict']} | "
+                     f"{r['extra_epochs']} | {r['wall_seconds']:.1f} |")
     (out_dir / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     import matplotlib
@@ -118,7 +129,7 @@ def write_tables(rows: List[dict], out_dir: Path, metric: str, header: str) -> N
     plt.close(fig)
 
 
-ABLATE_ONLY = ("task", "techniques", "seeds", "keep_checkpoints")
+ABLATE_ONLY = ("task", "techniques", "seeds", "keep_checkpoints", "lr_grid", "tune_seed")
 PER_CELL = ("seed", "out_dir", "predictions_dir", "resume", "phases", "tasks", "predict_test", "config")
 
 
@@ -130,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--task", choices=classifier.TASKS, default="sst")
     g.add_argument("--techniques", nargs="+", default=list(DEFAULT_TECHNIQUES),
                    help=f"names from {', '.join(ARMS)}; 'a+b' combines two")
-    g.add_argument("--seeds", nargs="+", type=int, default=[11711, 11712, 11713])
+    g.add_argument("--seeds", nargs="+", type=int, default=[11711, 11712, 11713, 11714, 11715])
+    g.add_argument("--lr_grid", nargs="+", type=float, default=None,
+                   help="tune each technique's --lr first: one run per value on --tune_seed, chosen on the held-out "
+                        "training rows (needs --select_on heldout); --head_lr scales with it")
+    g.add_argument("--tune_seed", type=int, default=None, help="the seed of the tuning runs (default: a seed not in --seeds)")
     g.add_argument("--keep_checkpoints", action="store_true", help="keep each cell's checkpoints (large)")
     return p
 
@@ -142,14 +157,20 @@ def parse_args(argv=None):
         technique_args(name)  # fail now, not hours into the grid
     if len(set(args.seeds)) < 3:
         p.error(f"use at least 3 distinct seeds for a mean ± sd, got {args.seeds}")
+    if args.lr_grid and args.select_on != "heldout":
+        p.error("--lr_grid chooses on held-out training rows, never on dev: add --select_on heldout")
+    if args.tune_seed is None:
+        args.tune_seed = max(args.seeds) + 1
     return args
 
 
-def cell_args(args, technique: str, seed: int, cell_dir: Path) -> argparse.Namespace:
-    """One cell's classifier flags: the grid's shared budget, its seed and folder, then the technique's flags."""
+def cell_args(args, technique: str, seed: int, cell_dir: Path, lr: float) -> argparse.Namespace:
+    """One cell's classifier flags: the grid's shared budget, its seed, folder and learning rate (the head's
+    scaled with it), then the technique's flags."""
     phases, flags, _ = technique_args(technique)
     cell = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ABLATE_ONLY})
     cell.tasks, cell.seed, cell.out_dir, cell.predict_test = [args.task], seed, str(cell_dir), False
+    cell.lr, cell.head_lr = lr, (args.head_lr or args.lr) * lr / args.lr
     cell.predictions_dir, cell.phases = str(cell_dir / "predictions"), phases + ("finetune",)
     return build_parser().parse_args(list(flags), namespace=cell)  # only the technique's flags change
 
@@ -161,31 +182,31 @@ def main(argv=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     results_file = out_dir / "results.jsonl"
     budget = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
-              if k not in PER_CELL and k not in ABLATE_ONLY or k == "task"}
+              if k not in PER_CELL and k not in ABLATE_ONLY or k in ("task", "lr_grid", "tune_seed")}
     records = [json.loads(line) for line in results_file.read_text().splitlines()] if results_file.is_file() else []
     if records and not args.resume:
         sys.exit(f"{results_file} already holds {len(records)} cells: pass --resume to continue it, or a new --out_dir")
     if any(r["budget"] != budget for r in records):
         sys.exit(f"{results_file} was made with another budget ({records[0]['budget']}); use a new --out_dir")
-    done = {(r["technique"], r["seed"]) for r in records}
-    cells = [(t, s) for s in args.seeds for t in args.techniques]
     metric = get_task(args.task).metric
     command = "python tasks/ablate.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
-    bar = tqdm(cells, desc="ablation grid", dynamic_ncols=True, position=0)
-    for technique, seed in bar:
-        bar.set_postfix(cell=f"{technique}/seed {seed}")
-        if (technique, seed) in done:
-            continue
-        cell_dir = out_dir / f"{technique}-seed{seed}"
-        cell = cell_args(args, technique, seed, cell_dir)
-        tqdm.write(f"=== {technique}, seed {seed} ===")
+    def run_cell(technique: str, seed: int, lr: float, stage: str) -> dict:
+        """One cell, skipped when results.jsonl already has it; appended there as soon as it finishes."""
+        for r in records:
+            if (r["technique"], r["seed"], r.get("lr"), r.get("stage", "main")) == (technique, seed, lr, stage):
+                return r
+        cell_dir = out_dir / (f"{technique}-seed{seed}" + (f"-lr{lr:g}" if stage == "tune" else ""))
+        cell = cell_args(args, technique, seed, cell_dir, lr)
+        tqdm.write(f"=== {stage}: {technique}, seed {seed}, lr {lr:g} ===")
         t0 = time.time()
         scores = run(cell, [args.task], {args.task: task_files(cell, args.task, args.task)}, "classifier")
-        phases = technique_args(technique)[0]
-        record = {"technique": technique, "seed": seed, "score": scores[args.task], "metric": metric,
+        history = [r for r in read_jsonl(cell_dir / "metrics.jsonl") if "final" not in r]
+        record = {"technique": technique, "seed": seed, "lr": lr, "stage": stage, "score": scores[args.task],
+                  "selection": max(h["dev"]["score"] for h in history), "metric": metric,
                   "wall_seconds": round(time.time() - t0, 1), "finetune_epochs": args.epochs,
-                  "extra_epochs": sum(getattr(args, f"{p}_epochs") for p in phases), "budget": budget}
+                  "extra_epochs": sum(getattr(args, f"{p}_epochs") for p in technique_args(technique)[0]),
+                  "budget": budget}
         with open(results_file, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         records.append(record)
@@ -193,14 +214,27 @@ def main(argv=None):
             for path in cell_dir.rglob("*.safetensors"):
                 path.unlink()
         gc.collect()
+        return record
+
+    lrs = {}
+    for technique in args.techniques:  # each arm's learning rate, chosen on the held-out rows of the tuning seed
+        tried = [run_cell(technique, args.tune_seed, lr, "tune") for lr in (args.lr_grid or [])]
+        lrs[technique] = max(tried, key=lambda r: r["selection"])["lr"] if tried else args.lr
+    bar = tqdm([(t, s) for s in args.seeds for t in args.techniques], desc="ablation grid", dynamic_ncols=True, position=0)
+    for technique, seed in bar:
+        bar.set_postfix(cell=f"{technique}/seed {seed}")
+        run_cell(technique, seed, lrs[technique], "main")
         rows = summarize(records, list(dict.fromkeys(["plain", *args.techniques])))
         write_tables(rows, out_dir, metric, f"Ablation on {args.task} (dev {metric}); command: `{command}`")
 
     rows = summarize(records, list(dict.fromkeys(["plain", *args.techniques])))
     wall = time.time() - started
     sample = f", a fixed random {args.max_examples} examples per split" if args.max_examples else ""
+    chosen = (f"; each technique's --lr chosen from {args.lr_grid} on held-out training rows (seed {args.tune_seed})"
+              if args.lr_grid else "")
     header = (f"Ablation on {args.task} (dev {metric}), {len(args.seeds)} seeds, {args.epochs} fine-tuning epoch(s)"
-              f"{sample}; this invocation took {wall / 60:.1f} min.\n\nCommand: `{command}`")
+              f"{sample}, the epoch chosen on {'held-out training rows' if args.select_on == 'heldout' else 'dev'}"
+              f"{chosen}; this invocation took {wall / 60:.1f} min.\n\nCommand: `{command}`")
     write_tables(rows, out_dir, metric, header)
     print((out_dir / "table.md").read_text())
     print(f"wrote {out_dir / 'table.md'}, {out_dir / 'table.csv'}, {out_dir / 'chart.png'} ({wall / 60:.1f} min)")

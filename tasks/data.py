@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -250,6 +250,16 @@ def subsample(examples: Sequence, n: Optional[int], seed: int = 0) -> list:
         raise ValueError(f"max_examples must be >= 0, got {n}")
     keep = sorted(random.Random(seed).sample(range(len(examples)), n))
     return [examples[i] for i in keep]
+
+
+def hold_out(examples: Sequence, fraction: float, seed: int = 1) -> Tuple[list, list]:
+    """(the rest, a fixed random `fraction` of the examples), both in file order: rows to choose the epoch (or
+    the learning rate) on, so that dev is only ever used to report. The same rows whatever the run's seed."""
+    examples = list(examples)
+    if not 0 < fraction < 1:
+        raise ValueError(f"the held-out fraction must be in (0, 1), got {fraction}")
+    held = set(random.Random(seed).sample(range(len(examples)), max(1, round(fraction * len(examples)))))
+    return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
 
 
 def example_lengths(examples: Sequence, tokenizer, max_length: int = 128) -> List[int]:

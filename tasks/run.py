@@ -8,6 +8,7 @@ every run writes its resolved flags to <out_dir>/run_config.json, which `--confi
 from __future__ import annotations
 
 import argparse
+import copy as copy_module
 import json
 import sys
 import time
@@ -20,12 +21,14 @@ from minibert import BertModel, Tokenizer
 
 from . import techniques
 from .checkpointing import atomic_write_text, load_state, write_jsonl
-from .data import get_task
+from .data import get_task, hold_out
 from .devices import pick_device
 from .distributed import init_distributed, leave_distributed
 from .inference import build_processor, dev_table, predict_and_write
+from .layerwise import reinit_top_layers
 from .metrics import format_table, overall_score
 from .model import POOLINGS, MultitaskBert
+from .para_augment import augment_processor
 from .saved_model import save_model_folder
 from .techniques.base import add_dataclass_args, dataclass_from_args
 from .techniques.phases import prepare_finetune, run_phases, save_encoder
@@ -52,6 +55,10 @@ def base_parser(description: str, cli: str, **train_defaults) -> argparse.Argume
                    help="sdpa: torch's fused attention; manual: the written-out softmax(q kᵀ/√d) v")
     g.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False,
                    help="recompute each layer's activations in the backward pass: less memory, more time (large models)")
+    g.add_argument("--reinit_layers", type=int, default=0,
+                   help="draw the top K encoder layers afresh (BERT's initialisation) before fine-tuning (tasks/layerwise.py)")
+    g.add_argument("--head_dropout_samples", type=int, default=1,
+                   help="multi-sample dropout: in training, each head's output is the mean over K dropout masks")
     g = parser.add_argument_group("data")
     g.add_argument("--data_dir", default=str(REPO / "data"), help="folder with the CS224N files")
     g.add_argument("--max_examples", type=int, default=None,
@@ -60,6 +67,10 @@ def base_parser(description: str, cli: str, **train_defaults) -> argparse.Argume
     g.add_argument("--predictions_dir", default=str(REPO / "predictions"))
     g.add_argument("--predict_test", action=argparse.BooleanOptionalAction, default=True,
                    help="also predict the unlabelled test split (--no-predict_test: dev only, e.g. for ablations)")
+    g.add_argument("--select_on", choices=("dev", "heldout"), default="dev",
+                   help="what picks the best epoch: dev (the coursework's way), or a fixed held-out share of the training "
+                        "rows (--heldout_fraction), so that dev only reports (tasks/ablate.py's fair protocol)")
+    g.add_argument("--heldout_fraction", type=float, default=0.1, help="(--select_on heldout) share of training rows held out")
     add_dataclass_args(parser.add_argument_group("training"), TrainConfig, **train_defaults)
     techniques.add_technique_args(parser, cli)
     return parser
@@ -120,9 +131,19 @@ def make_evaluator(processors: Dict[str, object], device) -> Callable[[torch.nn.
     return evaluate
 
 
+def held_out_processor(processor, fraction: float):
+    """Move a fixed share of the processor's training rows into a copy whose "dev" split they are."""
+    rest, held = hold_out(processor.splits["train"], fraction)
+    processor.splits["train"], processor._lengths = rest, None
+    copy = copy_module.copy(processor)
+    copy.splits = {"train": [], "dev": held, "test": []}
+    return copy
+
+
 def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, batch_sizes: Optional[Dict[str, int]] = None,
         para_head: str = "cross", sts_head: str = "cosine", sts_loss: str = "mse",
-        symmetric_pairs: bool = False, loss_weights: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+        symmetric_pairs: bool = False, loss_weights: Optional[Dict[str, float]] = None, sts_cosine_map: str = "clamp",
+        para_augment: str = "none", para_augment_cap: int = 20) -> Dict[str, float]:
     """Build the model and processors for `tasks`, run the phases, train, reload the best weights, write predictions.
 
     Under `torchrun --nproc_per_node N` every process trains (tasks/distributed.py); rank 0 alone prints, predicts
@@ -141,7 +162,10 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, batc
     num_labels = get_task(tasks[0]).num_classes if tasks[0] in ("sst", "cfimdb") else 5
     model = MultitaskBert(encoder, tasks, num_labels=num_labels, pooling=args.pooling, para_head=para_head,
                           sts_head=sts_head, dropout=args.hidden_dropout_prob, max_length=args.max_length,
-                          symmetric_pairs=symmetric_pairs, tokenizer=tokenizer)
+                          symmetric_pairs=symmetric_pairs, tokenizer=tokenizer, sts_cosine_map=sts_cosine_map,
+                          head_dropout_samples=getattr(args, "head_dropout_samples", 1))
+    if getattr(args, "reinit_layers", 0):  # after the heads' initialisation, which stays that of the default run
+        reinit_top_layers(model.bert, args.reinit_layers)
     if args.option == "pretrain":
         for p in model.bert.parameters():
             p.requires_grad = False
@@ -153,8 +177,14 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, batc
             max_examples=args.max_examples, batch_size=(batch_sizes or {}).get(name) or args.batch_size,
             seed=config.seed, **({"loss_kind": sts_loss} if name == "sts" else {}))
         processors[name].loss_weight = (loss_weights or {}).get(name, 1.0)
+        if name == "para" and para_augment != "none":
+            log(augment_processor(processors[name], files[name], para_augment, para_augment_cap, config.seed))
         sizes = {s: len(p) for s, p in processors[name].splits.items()}
         log(f"{name}: {sizes['train']} train / {sizes['dev']} dev / {sizes['test']} test examples")
+    selection = processors
+    if args.select_on == "heldout":  # choose the epoch on held-out training rows; dev is only reported
+        selection = {name: held_out_processor(p, args.heldout_fraction) for name, p in processors.items()}
+        log(", ".join(f"{n}: {len(p.splits['dev'])} training rows held out to select on" for n, p in selection.items()))
     if rank == 0:
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
         write_run_config(args, config.out_dir)
@@ -171,7 +201,7 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, batc
     meta = {"model": args.model, "heads": model.head_config(), "bert_config": encoder.config.to_dict(),
             "argv": sys.argv[1:]}
     trainer = Trainer(model, techniques.wrap_processors(args, model, processors, cli), config,
-                      make_evaluator(processors, device), techniques.callbacks(args, model, cli, config.seed),
+                      make_evaluator(selection, device), techniques.callbacks(args, model, cli, config.seed),
                       checkpoint_meta=meta)
     history = trainer.fit()
     if rank != 0:

@@ -70,3 +70,50 @@ def test_grid_writes_tables_and_resume_skips_finished_cells(tiny_checkpoint, tin
     assert sorted(json.loads(line)["technique"] for line in lines[9:]) == ["cat"] * 3
     with pytest.raises(SystemExit, match="budget"):
         ablate.main([*base[:-2], "--lr", "1e-3", "--out_dir", str(out), "--resume"])
+
+
+def test_held_out_rows_are_fixed_disjoint_and_the_given_share():
+    from tasks.data import hold_out
+    rows = list(range(100))
+    rest, held = hold_out(rows, 0.1)
+    assert len(held) == 10 and sorted(rest + held) == rows and hold_out(rows, 0.1) == (rest, held)
+    with pytest.raises(ValueError):
+        hold_out(rows, 1.0)
+
+
+def test_paired_interval_and_verdict_by_hand():
+    from scipy.stats import t
+    from tasks.stats import paired_interval, verdict
+    a, b = {1: 0.50, 2: 0.52, 3: 0.49}, {1: 0.47, 2: 0.495, 3: 0.462, 4: 0.9}  # seed 4 has no pair: left out
+    d = np.array([0.03, 0.025, 0.028])
+    half = t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    got = paired_interval(a, b)
+    assert got["n"] == 3 and got["lo"] == pytest.approx(d.mean() - half) and got["hi"] == pytest.approx(d.mean() + half)
+    assert verdict(got) == "helps" and verdict({"lo": -0.1, "hi": 0.1}) == "no difference shown"
+    assert verdict({"lo": -0.3, "hi": -0.1}) == "harms"
+
+
+@pytest.mark.filterwarnings("ignore:.*no checkpoint at")
+def test_fair_protocol_tunes_each_arms_lr_on_held_out_rows_then_reports_dev_with_paired_intervals(
+        tiny_checkpoint, tiny_data, tmp_path):
+    out = tmp_path / "fair"
+    ablate.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--task", "sst", "--seeds", "1", "2", "3",
+                 "--epochs", "2", "--batch_size", "8", "--max_examples", "24", "--out_dir", str(out),
+                 "--techniques", "plain", "child_f", "--select_on", "heldout", "--lr_grid", "1e-4", "1e-3"])
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    tune = [r for r in records if r["stage"] == "tune"]
+    assert sorted((r["technique"], r["lr"]) for r in tune) == [(t, lr) for t in ("child_f", "plain") for lr in (1e-4, 1e-3)]
+    assert {r["seed"] for r in tune} == {4}  # a seed of its own, not one of the reported ones
+    for technique in ("plain", "child_f"):
+        chosen = max((r for r in tune if r["technique"] == technique), key=lambda r: r["selection"])["lr"]
+        assert {r["lr"] for r in records if r["stage"] == "main" and r["technique"] == technique} == {chosen}
+    with open(out / "table.csv", newline="") as f:
+        row = {r["technique"]: r for r in csv.DictReader(f)}["child_f"]
+    main = {(r["technique"], r["seed"]): r["score"] for r in records if r["stage"] == "main"}
+    d = [main[("child_f", s)] - main[("plain", s)] for s in (1, 2, 3)]
+    assert float(row["delta_vs_plain"]) == pytest.approx(np.mean(d), abs=1e-6)
+    assert row["verdict"] in ("helps", "harms", "no difference shown")
+    assert "held-out training rows" in (out / "table.md").read_text()
+    # the epoch was chosen on the held-out rows: the cell's metrics hold their scores, not dev's
+    metrics = [json.loads(x) for x in (out / "plain-seed1" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["final"] and metrics[-1]["dev"]["sst"] == main[("plain", 1)]
