@@ -81,12 +81,7 @@ def plot_study(rows: Sequence[Dict], png_path, title: str = "") -> Path:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="best")
     axes[0][0].set_ylabel("dev accuracy (mean ± std over seeds)")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
-    return Path(png_path)
+    return _save(fig, png_path, title)
 
 
 def plot_unlabeled(rows: Sequence[Dict], summary: Sequence[Dict], png_path, title: str = "") -> Path:
@@ -142,12 +137,7 @@ def plot_unlabeled(rows: Sequence[Dict], summary: Sequence[Dict], png_path, titl
         ax.legend(fontsize=8, loc="best")
     ax_probe.set_ylim(0, 1.02)
     ax_div.set_ylim(0, 1.1)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
-    return Path(png_path)
+    return _save(fig, png_path, title)
 
 
 def plot_embeddings(real_xy: np.ndarray, real_labels: np.ndarray, fake_xy: np.ndarray, fake_labels: np.ndarray,
@@ -163,6 +153,11 @@ def plot_embeddings(real_xy: np.ndarray, real_labels: np.ndarray, fake_xy: np.nd
         ax.set(title=what, xlabel="PC 1 (of the real embeddings)")
         ax.legend(markerscale=2, fontsize=8)
     axes[0].set_ylabel("PC 2")
+    return _save(fig, png_path, title)
+
+
+def _save(fig, png_path, title: str = "") -> Path:
+    import matplotlib.pyplot as plt
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -10,6 +10,7 @@ from gan.model import EmbeddingGan, GanBert, GanConfig
 from gan.players import generator_optimizer
 from gan.probe import fit_reference
 from gan.trainer import GanTrainer
+from test_gan import _FixedBatch  # noqa: E402  (tests/ is on the path)
 from minibert import BertModel, Tokenizer, tiny_config
 from tasks.data import SentenceExample
 from tasks.trainer import TrainConfig
@@ -41,15 +42,6 @@ def test_generator_optimizer_reads_g_lr_g_beta1_and_g_schedule(schedule, last_lr
 
 
 # ---- the frozen mode equals the fine-tuned path with a frozen encoder -----------------------------------------
-class _FixedBatch:
-    def __init__(self, batch):
-        self.batch = batch
-
-    def num_batches(self):
-        return 1
-
-    def batches(self, epoch):
-        return iter([self.batch])
 
 
 def _fixed_noise(model):
