@@ -1,6 +1,8 @@
 """Losses beyond torch's built-ins, each a pure function tested against its formula."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -69,3 +71,48 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
 def cat_loss(ce_clean: torch.Tensor, ce_adv: torch.Tensor, contrastive: torch.Tensor, lam: float) -> torch.Tensor:
     """Contrastive adversarial training's total (Pan et al. 2022): (1 − λ)/2 · (CE_clean + CE_adv) + λ · L_con."""
     return (1.0 - lam) / 2.0 * (ce_clean + ce_adv) + lam * contrastive
+
+
+# ---- in-batch negatives (paraphrase) and R-Drop's consistency term -----------------------------------------
+
+def mnrl_loss(a: torch.Tensor, b: torch.Tensor, scale: float = 20.0, symmetric: bool = False,
+              exclude: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """MultipleNegativesRankingLoss (sentence-transformers; InfoNCE with the batch's other b as negatives).
+
+    a, b (N, C): the two sentences of N duplicate pairs. S = scale · cos(a_i, b_j) (N, N); the loss is the
+    cross-entropy of each row with its diagonal as the target, ℓ_i = −log exp(S_ii) / Σ_j exp(S_ij), mean over i.
+    `symmetric` averages it with the same over the columns (each b_j against every a). `exclude` (N, N) bool
+    drops off-diagonal entries that are not negatives (the same question twice in one batch).
+    """
+    sim = scale * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T  # (N, N)
+    if exclude is not None:
+        if exclude.diagonal().any():
+            raise ValueError("mnrl_loss: the diagonal (the positives) cannot be excluded")
+        sim = sim.masked_fill(exclude, float("-inf"))
+    target = torch.arange(sim.size(0), device=sim.device)
+    loss = F.cross_entropy(sim, target)
+    return (loss + F.cross_entropy(sim.T, target)) / 2 if symmetric else loss
+
+
+def symmetric_kl(logits_1: torch.Tensor, logits_2: torch.Tensor) -> torch.Tensor:
+    """½ (KL(p₁‖p₂) + KL(p₂‖p₁)), p = softmax over the last dim; summed over classes, mean over the rest.
+    It equals ½ Σ_c (p₁ − p₂)(log p₁ − log p₂), the form computed here."""
+    lp1, lp2 = F.log_softmax(logits_1, dim=-1), F.log_softmax(logits_2, dim=-1)
+    return 0.5 * ((lp1.exp() - lp2.exp()) * (lp1 - lp2)).sum(-1).mean()
+
+
+OUTPUT_KINDS = ("categorical", "bernoulli", "regression")
+
+
+def rdrop_consistency(out_1: torch.Tensor, out_2: torch.Tensor, kind: str) -> torch.Tensor:
+    """R-Drop's term between two dropout passes (Liang et al. 2021): the symmetric KL of the predictive
+    distributions; "categorical": softmax over the last dim; "bernoulli": each logit z is the distribution
+    (σ(z), 1 − σ(z)); "regression": no distribution, the MSE between the two outputs."""
+    if kind == "categorical":
+        return symmetric_kl(out_1, out_2)
+    if kind == "bernoulli":  # softmax over (z, 0) is (σ(z), σ(−z))
+        return symmetric_kl(torch.stack([out_1, torch.zeros_like(out_1)], -1),
+                            torch.stack([out_2, torch.zeros_like(out_2)], -1))
+    if kind == "regression":
+        return F.mse_loss(out_1, out_2)
+    raise ValueError(f"output kind must be one of {OUTPUT_KINDS}, got {kind!r}")

@@ -25,6 +25,29 @@ from .data import PairCollator, PairExample, SentenceCollator, SentenceExample
 POOLINGS = ("mean", "cls", "pooler")
 PARA_HEADS = ("cross", "siamese", "cross+siamese")
 STS_HEADS = ("cosine", "cross")
+STS_COSINE_MAPS = ("clamp", "affine")
+
+
+def cosine_to_unit(cos: torch.Tensor, how: str = "clamp") -> torch.Tensor:
+    """The cosine head's score on the 0–1 scale (the label / 5) that the loss and the predictions use.
+
+    "clamp": the cosine itself (trained against label / 5; a prediction is 5 · clamp(cos, 0, 1), so every
+    negative cosine reads as 0); "affine": (cos + 1) / 2, all of [−1, 1] onto [0, 1], prediction 5 · (cos + 1) / 2.
+    """
+    if how == "clamp":
+        return cos
+    if how == "affine":
+        return (cos + 1.0) / 2.0
+    raise ValueError(f"sts_cosine_map must be one of {STS_COSINE_MAPS}, got {how!r}")
+
+
+def multi_sample_dropout(head: Callable[[torch.Tensor], torch.Tensor], drop: nn.Module, h: torch.Tensor,
+                         samples: int = 1) -> torch.Tensor:
+    """Multi-sample dropout (Inoue 2019): in training, the mean of head(drop(h)) over `samples` dropout masks;
+    one pass otherwise (in eval mode every mask is the identity)."""
+    if samples <= 1 or not drop.training:
+        return head(drop(h))
+    return torch.stack([head(drop(h)) for _ in range(samples)]).mean(0)
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -68,16 +91,22 @@ class MultitaskBert(nn.Module):
     def __init__(self, encoder: nn.Module, tasks: Sequence[str] = ("sst", "para", "sts"), num_labels: int = 5,
                  pooling: str = "mean", para_head: str = "cross", sts_head: str = "cosine",
                  dropout: Optional[float] = None, max_length: int = 128, symmetric_pairs: bool = False,
-                 tokenizer=None):
+                 tokenizer=None, sts_cosine_map: str = "clamp", head_dropout_samples: int = 1):
         super().__init__()
         for name, value, allowed in (("pooling", pooling, POOLINGS), ("para_head", para_head, PARA_HEADS),
-                                     ("sts_head", sts_head, STS_HEADS)):
+                                     ("sts_head", sts_head, STS_HEADS), ("sts_cosine_map", sts_cosine_map, STS_COSINE_MAPS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if sts_cosine_map != "clamp" and sts_head != "cosine":
+            raise ValueError(f"sts_cosine_map {sts_cosine_map!r} maps a cosine: it needs sts_head 'cosine'")
+        if head_dropout_samples < 1:
+            raise ValueError(f"head_dropout_samples must be >= 1, got {head_dropout_samples}")
         C = encoder.config.hidden_size
         self.bert = encoder
         self.tasks, self.pooling, self.para_mode, self.sts_mode = tuple(tasks), pooling, para_head, sts_head
         self.max_length, self.symmetric_pairs, self.tokenizer = max_length, symmetric_pairs, tokenizer
+        self.sts_cosine_map = sts_cosine_map  # saved with the heads: predictions must map as training did
+        self.head_dropout_samples = head_dropout_samples  # training only (eval has no dropout): not saved
         self.drop = nn.Dropout(encoder.config.hidden_dropout_prob if dropout is None else dropout)
         self.heads = nn.ModuleDict()
         if "sst" in tasks or "cfimdb" in tasks:
@@ -100,7 +129,7 @@ class MultitaskBert(nn.Module):
         num_labels = self.heads["sentiment"].out_features if "sentiment" in self.heads else 5
         return dict(tasks=list(self.tasks), num_labels=num_labels, pooling=self.pooling, para_head=self.para_mode,
                     sts_head=self.sts_mode, dropout=self.drop.p, max_length=self.max_length,
-                    symmetric_pairs=self.symmetric_pairs)
+                    symmetric_pairs=self.symmetric_pairs, sts_cosine_map=self.sts_cosine_map)
 
     def encoder_parameters(self):
         """The shared encoder's parameters (the trainer gives them --lr, the rest --head_lr; PCGrad projects them)."""
@@ -150,17 +179,21 @@ class MultitaskBert(nn.Module):
     def sentiment_logits(self, batch) -> torch.Tensor:
         """(B, num_labels)"""
         h = self.embed(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        return self._head("sentiment")(self.drop(h))
+        return self._dropped_head("sentiment", h)
+
+    def _dropped_head(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        """head(dropout(h)); under --head_dropout_samples K, averaged over K masks in training."""
+        return multi_sample_dropout(self._head(name), self.drop, h, self.head_dropout_samples)
 
     def paraphrase_head_logits(self, batch) -> torch.Tensor:
         """(B, K): one logit per paraphrase head (K = 2 for cross+siamese, else 1); each is trained on its own."""
         logits = []
         if self.para_mode != "siamese":  # the cross-encoder
-            logits.append(self._head("paraphrase")(self.drop(self._pair(batch, joined=True))))
+            logits.append(self._dropped_head("paraphrase", self._pair(batch, joined=True)))
         if self.para_mode != "cross":  # the Siamese [u; v; |u−v|; u∗v] MLP
-            head = self._head("paraphrase_siamese" if self.para_mode == "cross+siamese" else "paraphrase")
+            head = "paraphrase_siamese" if self.para_mode == "cross+siamese" else "paraphrase"
             u, v = self._pair(batch, joined=False)
-            logits.append(head(self.drop(torch.cat([u, v, (u - v).abs(), u * v], dim=-1))))
+            logits.append(self._dropped_head(head, torch.cat([u, v, (u - v).abs(), u * v], dim=-1)))
         return torch.cat(logits, dim=-1)
 
     def paraphrase_logits(self, batch) -> torch.Tensor:
@@ -168,11 +201,12 @@ class MultitaskBert(nn.Module):
         return self.paraphrase_head_logits(batch).mean(-1)
 
     def similarity_scores(self, batch) -> torch.Tensor:
-        """(B,) on the 0–1 scale (the label / 5): cosine for Siamese, a sigmoid for the cross-encoder."""
+        """(B,) on the 0–1 scale (the label / 5): the cosine (mapped by `sts_cosine_map`) for Siamese, a sigmoid
+        for the cross-encoder."""
         if self.sts_mode == "cross":
-            return torch.sigmoid(self._head("similarity")(self.drop(self._pair(batch, joined=True))).squeeze(-1))
+            return torch.sigmoid(self._dropped_head("similarity", self._pair(batch, joined=True)).squeeze(-1))
         u, v = self._pair(batch, joined=False)
-        return F.cosine_similarity(u, v, dim=-1)
+        return cosine_to_unit(F.cosine_similarity(u, v, dim=-1), self.sts_cosine_map)
 
     # ---- raw strings -----------------------------------------------------------------------------------------
     @torch.no_grad()

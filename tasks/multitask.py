@@ -13,7 +13,8 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from tasks.model import PARA_HEADS, STS_HEADS  # noqa: E402
+from tasks.model import PARA_HEADS, STS_COSINE_MAPS, STS_HEADS  # noqa: E402
+from tasks.para_augment import AUGMENTS  # noqa: E402
 from tasks.run import add_task_file_args, base_parser, parse_with_config, run, task_files  # noqa: E402
 
 TASKS = ("sst", "para", "sts")
@@ -29,6 +30,14 @@ def parse_args(argv=None):
     g.add_argument("--para_head", choices=PARA_HEADS, default="cross")
     g.add_argument("--sts_head", choices=STS_HEADS, default="cosine")
     g.add_argument("--sts_loss", choices=("mse", "mse+corr"), default="mse")
+    g.add_argument("--sts_cosine_map", choices=STS_COSINE_MAPS, default="clamp",
+                   help="the cosine head's 0–5 score: clamp = 5·clamp(cos, 0, 1); affine = 5·(cos + 1)/2, in the "
+                        "loss's target space and in the predictions")
+    g.add_argument("--para_augment", choices=AUGMENTS, default="none",
+                   help="extra Quora training pairs: each pair reversed, and/or duplicates by transitivity; never "
+                        "with a dev/test question (tasks/para_augment.py)")
+    g.add_argument("--para_augment_cap", type=int, default=20,
+                   help="at most this many transitive pairs per group of duplicates (negative: no cap)")
     g.add_argument("--symmetric_pairs", action=argparse.BooleanOptionalAction, default=False,
                    help="train on each pair in a random order per epoch and predict from the mean over both orders")
     for name in TASKS:
@@ -45,7 +54,9 @@ def main(argv=None):
     batch_sizes = {name: getattr(args, f"{name}_batch_size") for name in args.tasks}
     loss_weights = {name: getattr(args, f"{name}_loss_weight") for name in args.tasks}
     return run(args, args.tasks, files, "multitask", batch_sizes, para_head=args.para_head, sts_head=args.sts_head,
-               sts_loss=args.sts_loss, symmetric_pairs=args.symmetric_pairs, loss_weights=loss_weights)
+               sts_loss=args.sts_loss, symmetric_pairs=args.symmetric_pairs, loss_weights=loss_weights,
+               sts_cosine_map=args.sts_cosine_map, para_augment=args.para_augment,
+               para_augment_cap=args.para_augment_cap)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ class Processor:
     """Base: `batches` for training, `predict` and `score` for evaluation, `loss` per subclass."""
 
     loss_weight = 1.0  # the trainer scales this task's loss by it (multitask: --{task}_loss_weight)
+    output_kind = "categorical"  # what its outputs are, for R-Drop's consistency term (losses.rdrop_consistency)
 
     def __init__(self, name: str, tokenizer, train: Sequence = (), dev: Sequence = (), test: Sequence = (),
                  batch_size: int = 32, max_length: int = 128, seed: int = 0, eval_batch_size: int = 128):
@@ -89,8 +90,16 @@ class Processor:
         return iter(DataLoader(self.splits["train"], batch_sampler=self.train_batch_indices(epoch),
                                collate_fn=self.train_collator(epoch)))
 
-    def loss(self, model, batch) -> torch.Tensor:
+    def train_outputs(self, model, batch) -> torch.Tensor:
+        """The head's raw outputs on a training batch (logits, or scores for regression)."""
         raise NotImplementedError
+
+    def loss_from_outputs(self, outputs: torch.Tensor, batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, model, batch) -> torch.Tensor:
+        """The task loss; split in two so that R-Drop can compare two passes' outputs (techniques/rdrop.py)."""
+        return self.loss_from_outputs(self.train_outputs(model, batch), batch)
 
     # ---- evaluation -----------------------------------------------------------------------------------------
     def outputs_to_predictions(self, model, batch) -> list:
@@ -99,6 +108,15 @@ class Processor:
     @torch.no_grad()
     def predict(self, model, split: str = "dev", device="cpu") -> List:
         """Predictions for every example of a split, in file order (batches sorted by length for speed)."""
+        return self._in_file_order(model, split, device, self.predict_examples)
+
+    @torch.no_grad()
+    def probabilities(self, model, split: str = "dev", device="cpu") -> torch.Tensor:
+        """What an ensemble averages, per example in file order: the class probabilities (N, K), the
+        paraphrase probability (N,), or the 0–5 similarity (N,); `from_probabilities` turns them into predictions."""
+        return torch.stack(self._in_file_order(model, split, device, self.probability_examples))
+
+    def _in_file_order(self, model, split: str, device, per_batch) -> List:
         examples = self.splits[split]
         order = sorted(range(len(examples)), key=lambda i: _text_length(examples[i]))
         preds = [None] * len(examples)
@@ -106,10 +124,16 @@ class Processor:
         model.eval()
         for start in range(0, len(order), self.eval_batch_size):
             idx = order[start:start + self.eval_batch_size]
-            for i, p in zip(idx, self.predict_examples(model, [examples[i] for i in idx], device)):
+            for i, p in zip(idx, per_batch(model, [examples[i] for i in idx], device)):
                 preds[i] = p
         model.train(was_training)
         return preds
+
+    def probability_examples(self, model, examples: Sequence, device) -> torch.Tensor:
+        raise NotImplementedError
+
+    def from_probabilities(self, probs: torch.Tensor) -> list:
+        raise NotImplementedError
 
     def predict_examples(self, model, examples: Sequence, device) -> list:
         """Predictions for one evaluation batch of examples."""
@@ -129,11 +153,20 @@ class SentimentProcessor(Processor):
     def collator(self):
         return SentenceCollator(self.tokenizer, self.max_length)
 
-    def loss(self, model, batch):
-        return F.cross_entropy(model.sentiment_logits(batch), batch["labels"])
+    def train_outputs(self, model, batch):
+        return model.sentiment_logits(batch)
+
+    def loss_from_outputs(self, outputs, batch):
+        return F.cross_entropy(outputs, batch["labels"])
 
     def outputs_to_predictions(self, model, batch):
         return model.sentiment_logits(batch).argmax(-1).tolist()
+
+    def probability_examples(self, model, examples, device):
+        return F.softmax(model.sentiment_logits(to_device(self.collator()(examples), device)).float(), dim=-1)
+
+    def from_probabilities(self, probs):
+        return probs.argmax(-1).tolist()
 
 
 def swapped(example):
@@ -177,20 +210,28 @@ class PairProcessor(Processor):
     def outputs_to_predictions(self, model, batch):
         return self.to_predictions(self.raw_outputs(model, batch).float())
 
-    def predict_examples(self, model, examples, device):
-        if not self.symmetric:
-            return super().predict_examples(model, examples, device)
+    def raw_examples(self, model, examples, device) -> torch.Tensor:
+        """(B,) raw outputs of one evaluation batch; with `symmetric`, the mean over both orders."""
         collate = self.collator()
+        if not self.symmetric:
+            return self.raw_outputs(model, to_device(collate(examples), device)).float()
         both = [self.raw_outputs(model, to_device(collate(exs), device)).float()
                 for exs in (examples, [swapped(e) for e in examples])]
-        return self.to_predictions((both[0] + both[1]) / 2)
+        return (both[0] + both[1]) / 2
+
+    def predict_examples(self, model, examples, device):
+        return self.to_predictions(self.raw_examples(model, examples, device))
 
 
 class ParaphraseProcessor(PairProcessor):
     """Quora: pair -> is it a paraphrase; binary cross-entropy on one logit (the mean over heads, if several)."""
 
-    def loss(self, model, batch):
-        logits = model.paraphrase_head_logits(batch)  # (B, K)
+    output_kind = "bernoulli"
+
+    def train_outputs(self, model, batch):
+        return model.paraphrase_head_logits(batch)  # (B, K)
+
+    def loss_from_outputs(self, logits, batch):
         return F.binary_cross_entropy_with_logits(logits, batch["labels"].float()[:, None].expand_as(logits))
 
     def raw_outputs(self, model, batch):
@@ -198,6 +239,12 @@ class ParaphraseProcessor(PairProcessor):
 
     def to_predictions(self, raw):
         return (raw > 0).long().tolist()
+
+    def probability_examples(self, model, examples, device):
+        return torch.sigmoid(self.raw_examples(model, examples, device))
+
+    def from_probabilities(self, probs):
+        return (probs > 0.5).long().tolist()
 
 
 class SimilarityProcessor(PairProcessor):
@@ -207,14 +254,25 @@ class SimilarityProcessor(PairProcessor):
         super().__init__(*args, form=form, **kw)
         self.loss_kind = loss_kind
 
-    def loss(self, model, batch):
-        return similarity_loss(model.similarity_scores(batch).float(), batch["labels"].float() / 5.0, self.loss_kind)
+    output_kind = "regression"
+
+    def train_outputs(self, model, batch):
+        return model.similarity_scores(batch).float()
+
+    def loss_from_outputs(self, scores, batch):
+        return similarity_loss(scores, batch["labels"].float() / 5.0, self.loss_kind)
 
     def raw_outputs(self, model, batch):
         return model.similarity_scores(batch)
 
     def to_predictions(self, raw):
         return (5.0 * raw).clamp(0.0, 5.0).tolist()
+
+    def probability_examples(self, model, examples, device):  # the 0–5 similarity: what an ensemble averages
+        return (5.0 * self.raw_examples(model, examples, device)).clamp(0.0, 5.0)
+
+    def from_probabilities(self, probs):
+        return probs.tolist()
 
 
 PROCESSORS = {"sst": SentimentProcessor, "cfimdb": SentimentProcessor, "para": ParaphraseProcessor,

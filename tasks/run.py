@@ -98,9 +98,13 @@ def parse_with_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Na
     return args
 
 
+def resolved_flags(args: argparse.Namespace) -> dict:
+    """Every flag's value, as JSON (what run_config.json holds and --config reads back)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "config"}
+
+
 def write_run_config(args: argparse.Namespace, out_dir) -> None:
-    values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "config"}
-    atomic_write_text(Path(out_dir) / "run_config.json", json.dumps(values, indent=1) + "\n")
+    atomic_write_text(Path(out_dir) / "run_config.json", json.dumps(resolved_flags(args), indent=1) + "\n")
 
 
 def add_task_file_args(parser: argparse.ArgumentParser, prefix: str, task: str) -> None:
@@ -199,7 +203,7 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, batc
 
     prepare_finetune(args, model)  # --finetune_encoder frozen: the paper's third phase
     meta = {"model": args.model, "heads": model.head_config(), "bert_config": encoder.config.to_dict(),
-            "argv": sys.argv[1:]}
+            "argv": sys.argv[1:], "flags": resolved_flags(args)}
     trainer = Trainer(model, techniques.wrap_processors(args, model, processors, cli), config,
                       make_evaluator(selection, device), techniques.callbacks(args, model, cli, config.seed),
                       checkpoint_meta=meta)

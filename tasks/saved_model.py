@@ -38,7 +38,8 @@ LABEL_NAMES = {
     "para": ["not a paraphrase", "paraphrase"],
     "sts": "similarity from 0 (unrelated) to 5 (same meaning), a float",
 }
-_BUILD_ARGS = ("tasks", "num_labels", "pooling", "para_head", "sts_head", "dropout", "max_length", "symmetric_pairs")
+_BUILD_ARGS = ("tasks", "num_labels", "pooling", "para_head", "sts_head", "dropout", "max_length", "symmetric_pairs",
+               "sts_cosine_map")
 
 
 class NoHeadsError(CheckpointError):
@@ -142,7 +143,8 @@ def model_card(model: MultitaskBert, card: dict) -> str:
               f"Encoder: {config.num_hidden_layers} layers, {config.hidden_size} wide, {config.num_attention_heads} "
               f"attention heads. Sentence embedding: {heads['pooling']} pooling; paraphrase head: {heads['para_head']}; "
               f"similarity head: {heads['sts_head']}; inputs cut to {heads['max_length']} tokens"
-              f"{'; pairs predicted in both orders' if heads['symmetric_pairs'] else ''}.", "",
+              f"{'; pairs predicted in both orders' if heads['symmetric_pairs'] else ''}"
+              f"{'; similarity 5 · (cos + 1) / 2' if heads.get('sts_cosine_map') == 'affine' else ''}.", "",
               "## Use", "", "```", "python tasks/predict.py --model FOLDER     # the coursework prediction files",
               "python tasks/evaluate.py --model FOLDER    # dev scores", "```", "",
               "In Python: `MultitaskBert.from_pretrained(FOLDER)` (tasks/model.py), then `predict_sentiment([...])`, "

@@ -58,7 +58,7 @@ def test_each_flag_runs_end_to_end(tiny_checkpoint, tiny_data, tmp_path, name):
         assert any(not torch.equal(after[k], start[k]) for k in after)
     best = load_state(run / "best.safetensors")
     assert any(k.startswith("heads.cat_sst.") for k in best["model"]) == (name == "adversarial")
-    assert best["config"]["child_tuning"] == {"child_f": "F", "child_d": "D"}.get(name, "none")
+    assert best["meta"]["flags"]["child_tuning"] == {"child_f": "F", "child_d": "D"}.get(name, "none")
 
 
 def test_each_phase_alone_hands_its_encoder_to_the_next(tiny_checkpoint, tiny_data, tmp_path):

@@ -4,6 +4,8 @@
     child_tuning.py  Child-Tuning-F / -D gradient masks             a callback: on_fit_start, after_backward
     ema.py           a moving average of the weights                a callback: after_step, eval_model
     adversarial.py   contrastive adversarial training (CAT)         wraps the processors' loss
+    rdrop.py         R-Drop: two dropout passes, symmetric KL       wraps the processors' loss
+    mnrl.py          in-batch negatives on Quora's duplicates       wraps the paraphrase processor (batches, loss)
     phases.py        DAE → contrastive → fine-tune (dae.py, contrastive.py are its phases)   runs before fine-tuning
 
 Each declares its flags once (its `Config` dataclass). `tasks/run.py` adds the flags of the techniques a CLI
@@ -17,11 +19,15 @@ from .adversarial import AdversarialTechnique
 from .base import Callback, Technique, add_dataclass_args
 from .child_tuning import ChildTuningTechnique
 from .ema import EMATechnique
+from .mnrl import MNRLTechnique
 from .pcgrad import PCGradTechnique
 from .phases import PhasesTechnique
+from .rdrop import RDropTechnique
 
+# wrap_processors runs in this order, so a later wrapper sits outside an earlier one (MNRL outermost)
 REGISTRY: Dict[str, Technique] = {t.name: t for t in (PCGradTechnique(), ChildTuningTechnique(), EMATechnique(),
-                                                      AdversarialTechnique(), PhasesTechnique())}
+                                                      AdversarialTechnique(), PhasesTechnique(), RDropTechnique(),
+                                                      MNRLTechnique())}
 
 
 def offered(cli: str) -> List[Technique]:

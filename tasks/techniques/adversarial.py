@@ -98,6 +98,10 @@ class AdversarialProcessor:
         self.last_perturbation = None  # r of the last step, (V, C), kept for inspection and tests
 
     @property
+    def loss_weight(self) -> float:  # the task's weight (multitask: --sts_loss_weight 10) scales its CAT loss too
+        return getattr(self.base, "loss_weight", 1.0)
+
+    @property
     def head_name(self) -> str:
         return f"cat_{self.name}"
 

@@ -72,6 +72,35 @@ class Technique:
         return processors
 
 
+class ProcessorWrapper:
+    """A processor around another, for a technique that changes the loss or the data: the same batches and
+    the same loss weight (multitask: --{task}_loss_weight) unless the subclass says otherwise."""
+
+    def __init__(self, base):
+        self.base = base
+
+    @property
+    def loss_weight(self) -> float:
+        return getattr(self.base, "loss_weight", 1.0)
+
+    @property
+    def innermost(self):
+        """The task's own processor under every wrapper (its examples, tokenizer, settings)."""
+        inner = self.base
+        while hasattr(inner, "base"):
+            inner = inner.base
+        return inner
+
+    def num_batches(self) -> int:
+        return self.base.num_batches()
+
+    def batches(self, epoch: int):
+        return self.base.batches(epoch)
+
+    def loss(self, model, batch) -> torch.Tensor:
+        return self.base.loss(model, batch)
+
+
 # ---- flags from dataclasses ----------------------------------------------------------------------------------
 
 def add_dataclass_args(parser, cls, **defaults) -> None:

@@ -161,7 +161,8 @@ def run_phases(args, model, processors: Dict[str, object], tokenizer, config) ->
         out_dir = Path(config.out_dir) / f"phase-{phase}"
         phase_config = dataclasses.replace(
             config, epochs=getattr(args, f"{phase}_epochs"), lr=args.phase_lr, head_lr=args.phase_head_lr,
-            out_dir=str(out_dir), task_sampling="proportional", tasks_per_step=0, eval_every=0, patience=0)
+            out_dir=str(out_dir), task_sampling="proportional", tasks_per_step=0, eval_every=0, patience=0,
+            layer_lr_decay=1.0)  # LLRD is a fine-tuning lever: the phases train every layer at their lr
         print(f"--- phase {phase}: {len(proc)} training examples, {proc.num_batches()} batches per epoch, "
               f"{phase_config.epochs} epoch(s)")
         evaluate = _phase_evaluator(proc)
