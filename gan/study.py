@@ -77,7 +77,7 @@ def parse_args(argv=None):
     f.add_argument("--unlabeled_per_batch", type=int, default=FrozenConfig.unlabeled_per_batch)
     f.add_argument("--d_lr", type=float, default=FrozenConfig.lr, help="D's learning rate (G's: --g_lr)")
     f.add_argument("--eval_every", type=int, default=FrozenConfig.eval_every, help="steps between evaluations")
-    f.add_argument("--embeddings", default=None, help="the cache file; default runs/gan_frozen/embeddings-{task}.pt")
+    f.add_argument("--embeddings", default=None, help="the cache file; default runs/gan_frozen/embeddings-{task}.safetensors")
     f.add_argument("--threads", type=int, default=1, help="torch threads (the frozen runs are small: 1 is fastest)")
     args, passthrough = p.parse_known_args(argv)
     args.out_dir = args.out_dir or ("runs/gan_frozen_study" if args.frozen else "runs/gan_study")
@@ -137,7 +137,7 @@ def fine_tuned_runner(args, passthrough, out):
     """A function cell -> result that runs gan/train.py's run_gan in the cell's folder."""
     def run(cell):
         cell_dir = out / "cells" / cell_name(cell)
-        resume = args.resume and any((cell_dir / c).is_file() for c in ("last.pt", *CHECKPOINTS[1:]))
+        resume = args.resume and (cell_dir / "last.safetensors").is_file()
         if cell_dir.exists() and not resume:
             shutil.rmtree(cell_dir)  # a stale partial run
         cell_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,7 @@ def fine_tuned_runner(args, passthrough, out):
         with open(cell_dir / "log.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
             result = train.run_gan(cell_args, args.task, task_files(cell_args, args.task, args.task), show_progress=False)
         if not args.keep_checkpoints:
-            for ckpt in ("best.pt", "last.pt", *CHECKPOINTS):
+            for ckpt in CHECKPOINTS:
                 (cell_dir / ckpt).unlink(missing_ok=True)
         return result
     return run
@@ -157,7 +157,7 @@ def frozen_runner(args, passthrough, out):
     """A function cell -> result on cached embeddings; the embeddings and the probe's real side are made once."""
     targs = train.parse_args(cell_argv(args, passthrough, VARIANTS[0], 1.0, 1.0, 0, out))
     files = task_files(targs, args.task, args.task)
-    cache = args.embeddings or f"runs/gan_frozen/embeddings-{args.task}{f'-n{args.max_examples}' if args.max_examples else ''}.pt"
+    cache = args.embeddings or f"runs/gan_frozen/embeddings-{args.task}{f'-n{args.max_examples}' if args.max_examples else ''}.safetensors"
     started = time.time()
     data = cached_embeddings(cache, args.task, files, targs.model, targs.pooling, targs.max_length, args.max_examples)
     k = get_task(args.task).num_classes

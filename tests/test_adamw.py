@@ -186,7 +186,7 @@ def test_resume_from_state_dict_is_bit_identical(mode):
     buffer = io.BytesIO()
     torch.save({"model": first.state_dict(), "optimizer": opt.state_dict()}, buffer)
     buffer.seek(0)
-    saved = torch.load(buffer)
+    saved = torch.load(buffer, weights_only=True)
 
     resumed = small_mlp(seed=123)  # different initial weights: everything must come from the checkpoint
     resumed.load_state_dict(saved["model"])

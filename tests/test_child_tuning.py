@@ -294,7 +294,7 @@ def test_state_dicts_resume_the_same_masks():
     torch.save(first.state_dict(), buffer)
     buffer.seek(0)
     resumed = ChildTuningF(0.9, torch.Generator().manual_seed(123))
-    resumed.load_state_dict(torch.load(buffer))
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
     assert resumed.reserve_p == 0.5
     assert all(torch.equal(a, b) for a, b in zip(straight, head + masks(resumed, 3)))
 
@@ -303,7 +303,7 @@ def test_state_dicts_resume_the_same_masks():
     torch.save(child.state_dict(), buffer)
     buffer.seek(0)
     restored = ChildTuningD({})
-    restored.load_state_dict(torch.load(buffer))
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
     assert restored.masks.keys() == child.masks.keys()
     assert all(torch.equal(restored.masks[n], child.masks[n]) for n in child.masks)
 

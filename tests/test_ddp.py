@@ -111,7 +111,7 @@ def test_two_gloo_processes_equal_one_process_on_the_combined_batch(tmp_path, pc
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), pcgrad), nprocs=2, join=True)
     single, trainer = _train(True, tmp_path / "single", pcgrad)
     assert trainer.steps_per_epoch == 3
-    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1)]
+    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     start = _model().state_dict()
     for name, expected in single.state_dict().items():
         assert torch.equal(ranks[0][name], ranks[1][name]), f"{name}: the ranks disagree"
@@ -163,7 +163,7 @@ def test_gan_trainer_in_two_gloo_processes_equals_one_process(tmp_path):
     (tmp_path / "ddp").mkdir()
     mp.spawn(_gan_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
     single = _gan_train(True, tmp_path / "single").state_dict()
-    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1)]
+    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for name, expected in single.items():
         assert torch.equal(ranks[0][name], ranks[1][name]), f"{name}: the ranks disagree"
         assert (ranks[0][name] - expected).abs().max().item() <= 1e-5, name
