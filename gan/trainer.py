@@ -23,7 +23,8 @@ import torch.nn as nn
 from optim import AdamW, make_scheduler
 from tasks.distributed import average_gradients
 from tasks.processors import to_device
-from tasks.trainer import Trainer, param_groups
+from tasks.param_groups import param_groups
+from tasks.trainer import Trainer
 
 from .model import EmbeddingGan
 from .players import generator_optimizer, player_grads

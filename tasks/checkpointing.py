@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Union
@@ -118,3 +119,17 @@ def load_state(path: Union[str, Path]) -> Any:
     if "minibert_state" not in meta:
         raise ValueError(f"{path} is a safetensors file without minibert's training state (no 'minibert_state')")
     return _join(json.loads(meta["minibert_state"]), tensors)
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(tuple(state["numpy"]))
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

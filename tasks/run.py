@@ -25,7 +25,7 @@ from .data import get_task, hold_out
 from .devices import pick_device
 from .distributed import init_distributed, leave_distributed
 from .inference import build_processor, dev_table, predict_and_write
-from .layerwise import reinit_top_layers
+from .param_groups import reinit_top_layers
 from .metrics import format_table, overall_score
 from .model import POOLINGS, MultitaskBert
 from .para_augment import augment_processor

@@ -32,12 +32,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from optim import AdamW, is_no_decay, make_scheduler
+from optim import AdamW, make_scheduler
 
-from .checkpointing import load_state, save_state, write_jsonl
+from .checkpointing import load_state, rng_state, save_state, set_rng_state, write_jsonl
 from .devices import Precision, compile_layers, pick_device
 from .distributed import broadcast_from_main, init_distributed, mean_over_ranks, wrap_ddp
-from .layerwise import layer_lr_scales
+from .param_groups import param_groups
 from .processors import to_device
 from .sampling import SAMPLINGS, TaskStream, task_schedule
 from .techniques.base import flag
@@ -88,50 +88,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def encoder_parameters(model: torch.nn.Module) -> List[torch.nn.Parameter]:
-    """The parameters the model declares as its shared encoder (`model.encoder_parameters()`); a model that
-    declares none is all encoder."""
-    declared = getattr(model, "encoder_parameters", None)
-    return list(declared()) if declared is not None else list(model.parameters())
-
-
-def param_groups(model: torch.nn.Module, lr: float, head_lr: Optional[float], weight_decay: float,
-                 layer_lr_decay: float = 1.0) -> List[dict]:
-    """The encoder at lr, everything else (heads) at head_lr; no decay for biases and LayerNorms.
-    `layer_lr_decay` < 1 scales each encoder parameter's lr by its depth (tasks/layerwise.py)."""
-    encoder = {id(p) for p in encoder_parameters(model)}
-    scales = {} if layer_lr_decay == 1.0 else layer_lr_scales(
-        [n for n, p in model.named_parameters() if id(p) in encoder], layer_lr_decay)
-    groups: Dict[tuple, dict] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        rate = lr if id(p) in encoder or head_lr is None else head_lr
-        if name in scales:
-            rate = lr * scales[name]
-        decay = 0.0 if is_no_decay(name, p) else weight_decay
-        groups.setdefault((rate, decay), {"params": [], "lr": rate, "weight_decay": decay})["params"].append(p)
-    return list(groups.values())
-
-
 def loss_weight(processor) -> float:
     """The processor's `loss_weight`, 1 if it has none: tasks' losses live on different scales (STS's MSE on the
     0–1 scale is ~0.03 where cross-entropy is ~1), and a summed step follows the largest."""
     return getattr(processor, "loss_weight", 1.0)
-
-
-def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np.random.set_state(tuple(state["numpy"]))
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Trainer:

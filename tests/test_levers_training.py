@@ -11,7 +11,7 @@ from minibert import BertModel, Tokenizer, tiny_config
 from optim import is_no_decay
 from tasks import classifier, multitask
 from tasks.data import PairExample
-from tasks.layerwise import reinit_top_layers
+from tasks.param_groups import reinit_top_layers
 from tasks.losses import mnrl_loss, rdrop_consistency, similarity_loss
 from tasks.model import MultitaskBert
 from tasks.processors import PROCESSORS, ParaphraseProcessor

@@ -11,6 +11,7 @@ import torch.distributed as dist
 from optim import PCGrad
 from optim.pcgrad import pcgrad as pcgrad_direction
 
+from ..param_groups import encoder_parameters
 from .base import Callback, Technique, flag
 
 
@@ -71,6 +72,5 @@ class PCGradTechnique(Technique):
     def callback(self, cfg: PCGradConfig, model, seed: int = 0):
         if not cfg.pcgrad:
             return None
-        from ..trainer import encoder_parameters
         shared = [p for p in encoder_parameters(model) if p.requires_grad]
         return PCGradCallback(shared, seed) if shared else None

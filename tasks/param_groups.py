@@ -1,4 +1,7 @@
-"""Two per-layer levers of fine-tuning: layer-wise learning-rate decay and re-initialising the top layers.
+"""Which learning rate and weight decay each parameter gets, and two per-layer levers of fine-tuning.
+
+The model declares its shared encoder (`model.encoder_parameters()`): the encoder trains at --lr, everything
+else (the task heads) at --head_lr, and biases and LayerNorms without weight decay.
 
 Layer-wise learning-rate decay (LLRD; ELECTRA, Clark et al. 2020): the layers near the input hold the most
 general features, so they move least. The convention is BEiT's and MAE's `param_groups_lrd` (ELECTRA's
@@ -17,9 +20,12 @@ BERT's initialisation, can help a small fine-tuning set.
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable
+from typing import Dict, Iterable, List, Optional
 
+import torch
 import torch.nn as nn
+
+from optim import is_no_decay
 
 LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 EMBEDDINGS = re.compile(r"(?:^|\.)embeddings\.")
@@ -44,3 +50,29 @@ def reinit_top_layers(encoder: nn.Module, k: int) -> None:
         raise ValueError(f"reinit_layers must be in [0, {len(layers)}] for this {len(layers)}-layer encoder, got {k}")
     for layer in list(layers)[len(layers) - k:]:
         layer.apply(encoder._init_weights)
+
+
+def encoder_parameters(model: torch.nn.Module) -> List[torch.nn.Parameter]:
+    """The parameters the model declares as its shared encoder (`model.encoder_parameters()`); a model that
+    declares none is all encoder."""
+    declared = getattr(model, "encoder_parameters", None)
+    return list(declared()) if declared is not None else list(model.parameters())
+
+
+def param_groups(model: torch.nn.Module, lr: float, head_lr: Optional[float], weight_decay: float,
+                 layer_lr_decay: float = 1.0) -> List[dict]:
+    """The encoder at lr, everything else (heads) at head_lr; no decay for biases and LayerNorms.
+    `layer_lr_decay` < 1 scales each encoder parameter's lr by its depth (tasks/layerwise.py)."""
+    encoder = {id(p) for p in encoder_parameters(model)}
+    scales = {} if layer_lr_decay == 1.0 else layer_lr_scales(
+        [n for n, p in model.named_parameters() if id(p) in encoder], layer_lr_decay)
+    groups: Dict[tuple, dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        rate = lr if id(p) in encoder or head_lr is None else head_lr
+        if name in scales:
+            rate = lr * scales[name]
+        decay = 0.0 if is_no_decay(name, p) else weight_decay
+        groups.setdefault((rate, decay), {"params": [], "lr": rate, "weight_decay": decay})["params"].append(p)
+    return list(groups.values())
