@@ -440,7 +440,7 @@ def epoch(args) -> List[dict]:
                 except StopIteration:
                     run["stream"] = None
                     continue
-                run["seconds"] += timed(lambda: run["trainer"].training_step(["sst"], {"sst": iter([batch])}), device)
+                run["seconds"] += timed(lambda: run["trainer"].training_step([["sst"]], {"sst": iter([batch])}), device)
     results = []
     for run in runs:
         batches, train_seconds = run["batches"], run["seconds"]
