@@ -34,11 +34,19 @@ def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        usual_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def usual_mode(path) -> None:
+    """The mode open() would give a new file (mkstemp and safetensors make 0600, unreadable to others)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def atomic_write_text(path: Union[str, Path], text: str) -> None:

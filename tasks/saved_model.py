@@ -27,6 +27,7 @@ from minibert.checkpoint import CheckpointError, _check_and_load, hf_to_minibert
 from minibert.config import BertConfig
 from minibert.hub import EMBEDDED_NAME, resolve_model_dir
 
+from .checkpointing import usual_mode
 from .data import get_task
 from .model import MultitaskBert
 
@@ -96,6 +97,7 @@ def _write_weights(model: MultitaskBert, path: Path) -> None:
     for name in model.task_heads:
         state.update({f"{HEAD_PREFIX}{name}.{k}": cpu(v) for k, v in model.heads[name].state_dict().items()})
     save_file(state, str(path), metadata={"format": "pt"})
+    usual_mode(path)
 
 
 def _write_tokenizer(tokenizer: Tokenizer, folder: Path, vocab_size: int) -> None:
