@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -210,7 +211,8 @@ def main(argv=None):
         with open(results_file, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         records.append(record)
-        if not args.keep_checkpoints:
+        if not args.keep_checkpoints:  # the checkpoints and the saved model: large, and the record is kept
+            shutil.rmtree(cell_dir / "model", ignore_errors=True)
             for path in cell_dir.rglob("*.safetensors"):
                 path.unlink()
         gc.collect()
