@@ -215,6 +215,15 @@ def test_d_zeroes_without_rescaling_and_leaves_embeddings_and_head_alone():
             assert n.startswith(("embeddings", "head")) and torch.equal(p.grad, before[n])
 
 
+
+def _train_masked(model, child, opt, steps: int) -> None:
+    """`steps` updates with Child-Tuning's mask applied between backward and the step."""
+    for batch in batches(steps, seed=2):
+        opt.zero_grad()
+        loss_fn(model, batch).backward()
+        child.apply(model)
+        opt.step()
+
 @pytest.mark.parametrize("make_optimizer", [
     lambda ps: torch.optim.SGD(ps, lr=0.5),
     lambda ps: AdamW(ps, lr=1e-2),
@@ -223,12 +232,7 @@ def test_d_zeroes_without_rescaling_and_leaves_embeddings_and_head_alone():
 def test_parameters_outside_the_d_mask_do_not_move(make_optimizer):
     model, child = _masked_model_and_child()
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = make_optimizer(model.parameters())
-    for batch in batches(6, seed=2):
-        opt.zero_grad()
-        loss_fn(model, batch).backward()
-        child.apply(model)
-        opt.step()
+    _train_masked(model, child, make_optimizer(model.parameters()), steps=6)
     for n, p in model.named_parameters():
         moved = p.detach() != start[n]
         if n in child.masks:
@@ -244,12 +248,7 @@ def test_d_masked_weights_still_decay_as_in_the_reference():
     (1 − lr · wd) a step, as the reference's ChildTuningAdamW does."""
     model, child = _masked_model_and_child()
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.5)
-    for batch in batches(3, seed=2):
-        opt.zero_grad()
-        loss_fn(model, batch).backward()
-        child.apply(model)
-        opt.step()
+    _train_masked(model, child, torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.5), steps=3)
     for n, p in model.named_parameters():
         if n in child.masks:
             out = ~child.masks[n]
