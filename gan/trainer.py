@@ -58,7 +58,7 @@ class GanTrainer(Trainer):
         if left:
             raise ValueError(f"parameters belong to neither player: {left[:5]}")
         warmup = int(cfg.warmup_ratio * self.total_steps)
-        d_opt = AdamW(param_groups(d_side, cfg.lr, cfg.head_lr, cfg.weight_decay), lr=cfg.lr)
+        d_opt = AdamW(param_groups(d_side, cfg.lr, cfg.head_lr, cfg.weight_decay, cfg.layer_lr_decay), lr=cfg.lr)
         optimizers, schedulers = [d_opt], [make_scheduler(d_opt, cfg.schedule, warmup, self.total_steps)]
         if generator is not None:
             g_opt, g_sched = generator_optimizer(generator, model.config, cfg.head_lr or cfg.lr, cfg.weight_decay,

@@ -314,3 +314,16 @@ def test_spread_ratio_is_zero_for_collapsed_fakes_and_one_for_real_like_ones():
     collapsed = torch.zeros(400, 6) + 0.01 * torch.randn(400, 6, generator=g)
     assert spread_ratio(real, y, same, y) == pytest.approx(1.0, abs=0.2)
     assert spread_ratio(real, y, collapsed, y) < 1e-3
+
+
+def test_layer_lr_decay_reaches_the_encoder_on_the_discriminators_side(tmp_path):
+    """--layer_lr_decay applies to the GAN's encoder too (D's side), the discriminator keeps --head_lr."""
+    torch.manual_seed(0)
+    model = GanBert(BertModel(tiny_config()), 3, GanConfig(method="acganbert", noise_dim=4))
+    cfg = TrainConfig(epochs=1, lr=1e-3, head_lr=1e-2, layer_lr_decay=0.5, out_dir=str(tmp_path))
+    trainer = GanTrainer(model, {"t": _FixedBatch({})}, cfg, lambda m: {"score": 0.0}, show_progress=False)
+    lrs = {id(p): g["lr"] for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    layers = len(model.encoder.bert.layers)
+    assert lrs[id(model.encoder.bert.layers[-1].ffn.up.weight)] == pytest.approx(1e-3 * 0.5)
+    assert lrs[id(model.encoder.bert.embeddings.word.weight)] == pytest.approx(1e-3 * 0.5 ** (layers + 1))
+    assert lrs[id(model.discriminator.out.weight)] == pytest.approx(1e-2)
