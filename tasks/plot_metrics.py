@@ -1,4 +1,4 @@
-"""Plot a run's metrics.jsonl: dev scores and training losses per epoch.
+"""Plot a run's metrics.jsonl: dev scores and training losses per evaluation (each epoch, or every --eval_every steps).
 
     python tasks/plot_metrics.py runs/multitask/metrics.jsonl            # writes runs/multitask/metrics.png
 """
@@ -18,16 +18,20 @@ def plot(records, out):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r["epoch"] for r in records]
-    names = list(dict.fromkeys(list(records[0]["dev"]) + list(records[0]["train_loss"])))
+    # x: the optimizer step where the loop recorded it (several evaluations an epoch with --eval_every), else the epoch
+    by_step = all("step" in r for r in records)
+    x = [r["step"] if by_step else r["epoch"] for r in records]
+    scores = [k for k, v in records[0]["dev"].items() if isinstance(v, (int, float))]  # not the GAN's "fakes" block
+    names = list(dict.fromkeys(scores + list(records[0]["train_loss"])))
     color = {name: f"C{i}" for i, name in enumerate(names)}  # one colour per task in both panels
     fig, (dev, train) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in records[0]["dev"]:
-        dev.plot(epochs, [r["dev"][key] for r in records], marker="o", label=key, color=color[key])
-    dev.set(title="dev", xlabel="epoch", ylabel="score")
+    xlabel = "optimizer step" if by_step else "epoch"
+    for key in scores:
+        dev.plot(x, [r["dev"][key] for r in records], marker="o", label=key, color=color[key])
+    dev.set(title="dev", xlabel=xlabel, ylabel="score")
     for key in records[0]["train_loss"]:
-        train.plot(epochs, [r["train_loss"][key] for r in records], marker="o", label=key, color=color[key])
-    train.set(title="training loss (mean per batch)", xlabel="epoch", yscale="log")
+        train.plot(x, [r["train_loss"][key] for r in records], marker="o", label=key, color=color[key])
+    train.set(title="training loss (mean since the last evaluation)", xlabel=xlabel, yscale="log")
     for ax in (dev, train):
         ax.legend()
         ax.grid(alpha=0.3)

@@ -91,3 +91,15 @@ def test_plot_metrics_writes_a_png(tmp_path):
     assert len(plot_metrics.read_epochs(path)) == 2
     out = plot_metrics.main([str(path)])
     assert out.endswith("metrics.png") and (tmp_path / "metrics.png").stat().st_size > 1000
+
+
+def test_plot_metrics_takes_steps_and_skips_nested_blocks(tmp_path):
+    """With --eval_every a run has several records an epoch (x: their steps); a GAN's dev holds a "fakes" dict."""
+    from tasks import plot_metrics
+    path = tmp_path / "metrics.jsonl"
+    records = [{"epoch": 1, "step": s, "train_loss": {"d": 1.0 / s}, "dev": {"sst": 0.3, "score": 0.3, "fakes": {"probe_acc": 0.5}}}
+               for s in (10, 20, 30)]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    out = plot_metrics.main([str(path)])
+    assert (tmp_path / "metrics.png").stat().st_size > 1000 and out.endswith("metrics.png")
+
