@@ -25,6 +25,7 @@ from .data import PairCollator, PairExample, SentenceCollator, SentenceExample
 POOLINGS = ("mean", "cls", "pooler")
 PARA_HEADS = ("cross", "siamese", "cross+siamese")
 STS_HEADS = ("cosine", "cross")
+SENTIMENT_HEADS = ("linear", "reference")  # reference: the 3-phase paper's head on a frozen encoder
 STS_COSINE_MAPS = ("clamp", "affine")
 
 
@@ -80,6 +81,14 @@ def join_pair(ids_1: torch.Tensor, mask_1: torch.Tensor, ids_2: torch.Tensor, ma
     return ids, in_b.long(), (in_a | in_b).long()
 
 
+def reference_head(hidden_size: int, num_labels: int, middle: int = 100, dropout: float = 0.3) -> nn.Module:
+    """The 3-phase reference's "complex" Classifier_head (src/head.py): dropout, Linear(C, 100), dropout,
+    Linear(100, K). There is no activation between the two linear layers (so it is a rank-100 linear map with
+    dropout), and PyTorch's default initialisation, as there."""
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, middle), nn.Dropout(dropout),
+                         nn.Linear(middle, num_labels))
+
+
 class MultitaskBert(nn.Module):
     """The encoder plus the heads of the requested tasks; unused heads are not built.
 
@@ -91,7 +100,7 @@ class MultitaskBert(nn.Module):
     def __init__(self, encoder: nn.Module, tasks: Sequence[str] = ("sst", "para", "sts"), num_labels: int = 5,
                  pooling: str = "mean", para_head: str = "cross", sts_head: str = "cosine",
                  dropout: Optional[float] = None, max_length: int = 128, symmetric_pairs: bool = False,
-                 tokenizer=None, sts_cosine_map: str = "clamp", head_dropout_samples: int = 1):
+                 tokenizer=None, sts_cosine_map: str = "clamp", head_dropout_samples: int = 1, sentiment_head: str = "linear"):
         super().__init__()
         for name, value, allowed in (("pooling", pooling, POOLINGS), ("para_head", para_head, PARA_HEADS),
                                      ("sts_head", sts_head, STS_HEADS), ("sts_cosine_map", sts_cosine_map, STS_COSINE_MAPS)):
@@ -101,6 +110,8 @@ class MultitaskBert(nn.Module):
             raise ValueError(f"sts_cosine_map {sts_cosine_map!r} maps a cosine: it needs sts_head 'cosine'")
         if head_dropout_samples < 1:
             raise ValueError(f"head_dropout_samples must be >= 1, got {head_dropout_samples}")
+        if sentiment_head not in SENTIMENT_HEADS:
+            raise ValueError(f"sentiment_head must be one of {SENTIMENT_HEADS}, got {sentiment_head!r}")
         C = encoder.config.hidden_size
         self.bert = encoder
         self.tasks, self.pooling, self.para_mode, self.sts_mode = tuple(tasks), pooling, para_head, sts_head
@@ -109,6 +120,7 @@ class MultitaskBert(nn.Module):
         self.head_dropout_samples = head_dropout_samples  # training only (eval has no dropout): not saved
         self.drop = nn.Dropout(encoder.config.hidden_dropout_prob if dropout is None else dropout)
         self.heads = nn.ModuleDict()
+        self.num_labels, self.sentiment_head = num_labels, sentiment_head
         if "sst" in tasks or "cfimdb" in tasks:
             self.heads["sentiment"] = nn.Linear(C, num_labels)
         if "para" in tasks:
@@ -122,14 +134,16 @@ class MultitaskBert(nn.Module):
                 if isinstance(m, nn.Linear):
                     nn.init.normal_(m.weight, std=0.02)
                     nn.init.zeros_(m.bias)
+        if "sentiment" in self.heads and sentiment_head == "reference":
+            self.heads["sentiment"] = reference_head(C, num_labels)  # PyTorch's initialisation, as the reference
         self.task_heads = tuple(self.heads)  # what a saved model keeps (training may add projection heads)
 
     def head_config(self) -> Dict[str, object]:
         """What it takes to rebuild this model around a checkpoint's encoder."""
-        num_labels = self.heads["sentiment"].out_features if "sentiment" in self.heads else 5
-        return dict(tasks=list(self.tasks), num_labels=num_labels, pooling=self.pooling, para_head=self.para_mode,
+        return dict(tasks=list(self.tasks), num_labels=self.num_labels, pooling=self.pooling, para_head=self.para_mode,
                     sts_head=self.sts_mode, dropout=self.drop.p, max_length=self.max_length,
-                    symmetric_pairs=self.symmetric_pairs, sts_cosine_map=self.sts_cosine_map)
+                    symmetric_pairs=self.symmetric_pairs, sts_cosine_map=self.sts_cosine_map,
+                    sentiment_head=self.sentiment_head)
 
     def encoder_parameters(self):
         """The shared encoder's parameters (the trainer gives them --lr, the rest --head_lr; PCGrad projects them)."""

@@ -40,7 +40,7 @@ LABEL_NAMES = {
     "sts": "similarity from 0 (unrelated) to 5 (same meaning), a float",
 }
 _BUILD_ARGS = ("tasks", "num_labels", "pooling", "para_head", "sts_head", "dropout", "max_length", "symmetric_pairs",
-               "sts_cosine_map")
+               "sts_cosine_map", "sentiment_head")
 
 
 class NoHeadsError(CheckpointError):

@@ -82,6 +82,21 @@ def test_phases_then_a_frozen_encoder_probe(tiny_checkpoint, tiny_data, tmp_path
     assert all(torch.equal(final[k], after_phase[k]) for k in final)
 
 
+def test_the_papers_third_phase_a_reference_head_on_a_frozen_encoder_is_kept_and_reloaded(tiny_checkpoint, tiny_data,
+                                                                                         tmp_path):
+    """--finetune_encoder frozen: after the contrastive phase the encoder stays as the phase left it, the reference's
+    head trains, and the saved model folder rebuilds that head (and predicts as the run did)."""
+    from tasks.model import MultitaskBert
+    _classify(tiny_checkpoint, tiny_data, tmp_path, "--phases", "contrastive,finetune", "--finetune_encoder", "frozen")
+    run = tmp_path / "sst-finetune"
+    after_phase, final = _encoder_state(run / "phase-contrastive" / "best.safetensors"), _encoder_state(run / "best.safetensors")
+    assert all(torch.equal(final[k], after_phase[k]) for k in final)
+    model = MultitaskBert.from_pretrained(run / "model")
+    assert model.head_config()["sentiment_head"] == "reference" and isinstance(model.heads["sentiment"], torch.nn.Sequential)
+    trained = load_state(run / "best.safetensors")["model"]
+    assert torch.equal(model.heads["sentiment"][3].weight, trained["heads.sentiment.3.weight"])
+
+
 @pytest.mark.filterwarnings("ignore:.*no checkpoint at")
 def test_resume_skips_finished_phases(tiny_checkpoint, tiny_data, tmp_path):
     flags = ["--phases", "dae,contrastive,finetune", "--resume"]

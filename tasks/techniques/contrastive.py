@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from ..losses import cosine_mse_loss, supcon_loss
+from ..model import reference_head  # noqa: F401  (the third phase's head; re-exported for the phases)
 
 LOSSES = ("cosine_mse", "supcon")
 MIN_WORDS_FOR_NOISE = 5  # "when the text length is long enough": shorter sentences are copied unchanged
@@ -210,14 +211,6 @@ class ContrastiveProcessor:
 
 
 # ---- the third phase: a head on a frozen encoder (reference: src/head.py, src/multiple_trainings.py) ----------
-
-def reference_head(hidden_size: int, num_labels: int, middle: int = 100, dropout: float = 0.3) -> nn.Module:
-    """The reference's "complex" Classifier_head: dropout, Linear(C, 100), dropout, Linear(100, K). There is no
-    activation between the two linear layers (so it is a rank-100 linear map with dropout), and PyTorch's
-    default initialisation, as there."""
-    return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, middle), nn.Dropout(dropout),
-                         nn.Linear(middle, num_labels))
-
 
 def freeze_encoder(encoder: nn.Module):
     """No gradient for the encoder, and no dropout in it even while the model around it trains: the

@@ -184,8 +184,8 @@ def prepare_finetune(args, model) -> None:
     if set(model.heads) - {"sentiment"}:
         raise ValueError("--finetune_encoder frozen trains the reference's sentiment head: use it with sst or cfimdb")
     freeze_encoder(model.bert)
-    head = model.heads["sentiment"]
-    model.heads["sentiment"] = reference_head(head.in_features, head.out_features)
+    model.heads["sentiment"] = reference_head(model.bert.config.hidden_size, model.num_labels)
+    model.sentiment_head = "reference"  # saved with the heads, so that from_pretrained rebuilds this head
     model.drop.p = 0.0
 
 
