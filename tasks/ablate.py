@@ -43,7 +43,7 @@ from tasks.data import get_task  # noqa: E402
 from tasks import techniques  # noqa: E402
 from tasks.checkpointing import read_jsonl  # noqa: E402
 from tasks.stats import mean_sd, paired_interval, verdict  # noqa: E402
-from tasks.run import parse_with_config, run, task_files  # noqa: E402
+from tasks.run import parse_with_config, resolved_flags, run, task_files  # noqa: E402
 
 ARMS = techniques.arms()  # name -> (flags, what it is), from each technique's module
 DEFAULT_TECHNIQUES = ("plain", "dae", "contrastive", "3phase", "cat", "child_f", "child_d")
@@ -182,9 +182,9 @@ def main(argv=None):
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results_file = out_dir / "results.jsonl"
-    budget = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+    budget = {k: v for k, v in resolved_flags(args).items()
               if k not in PER_CELL and k not in ABLATE_ONLY or k in ("task", "lr_grid", "tune_seed")}
-    records = [json.loads(line) for line in results_file.read_text().splitlines()] if results_file.is_file() else []
+    records = read_jsonl(results_file)
     if records and not args.resume:
         sys.exit(f"{results_file} already holds {len(records)} cells: pass --resume to continue it, or a new --out_dir")
     if any(r["budget"] != budget for r in records):

@@ -62,7 +62,7 @@ def encoder_parameters(model: torch.nn.Module) -> List[torch.nn.Parameter]:
 def param_groups(model: torch.nn.Module, lr: float, head_lr: Optional[float], weight_decay: float,
                  layer_lr_decay: float = 1.0) -> List[dict]:
     """The encoder at lr, everything else (heads) at head_lr; no decay for biases and LayerNorms.
-    `layer_lr_decay` < 1 scales each encoder parameter's lr by its depth (tasks/layerwise.py)."""
+    `layer_lr_decay` < 1 scales each encoder parameter's lr by its depth (`layer_lr_scales` above)."""
     encoder = {id(p) for p in encoder_parameters(model)}
     scales = {} if layer_lr_decay == 1.0 else layer_lr_scales(
         [n for n, p in model.named_parameters() if id(p) in encoder], layer_lr_decay)

@@ -56,7 +56,7 @@ def base_parser(description: str, cli: str, **train_defaults) -> argparse.Argume
     g.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False,
                    help="recompute each layer's activations in the backward pass: less memory, more time (large models)")
     g.add_argument("--reinit_layers", type=int, default=0,
-                   help="draw the top K encoder layers afresh (BERT's initialisation) before fine-tuning (tasks/layerwise.py)")
+                   help="draw the top K encoder layers afresh (BERT's initialisation) before fine-tuning (tasks/param_groups.py)")
     g.add_argument("--head_dropout_samples", type=int, default=1,
                    help="multi-sample dropout: in training, each head's output is the mean over K dropout masks")
     g = parser.add_argument_group("data")

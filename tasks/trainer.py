@@ -49,7 +49,7 @@ class TrainConfig:
     lr: float = flag(5e-5, "the encoder's peak learning rate")
     head_lr: Optional[float] = flag(None, "the heads' learning rate (default: --lr)")
     layer_lr_decay: float = flag(1.0, "layer-wise lr decay: encoder layer i of L at lr·d^(L−i), embeddings lr·d^(L+1), "
-                                      "heads unchanged (1: off; tasks/layerwise.py)")
+                                      "heads unchanged (1: off; tasks/param_groups.py)")
     weight_decay: float = flag(0.01, "AdamW's decoupled weight decay (not on biases and LayerNorms)")
     warmup_ratio: float = flag(0.06, "share of the steps with a linear warmup")
     schedule: str = flag("linear", "learning-rate schedule after warmup", choices=("constant", "linear", "cosine"))
