@@ -1,0 +1,162 @@
+"""The score levers, measured on the default multitask run one lever at a time.
+
+    python benchmarks/levers.py --epochs 1 --out_dir runs/levers-1ep                  # the screen: ~9 min a cell on 2 CPU cores
+    python benchmarks/levers.py --arms base lld_0.9 --seeds 11711 11712 --out_dir runs/levers-3ep
+    python benchmarks/levers.py --arm mine "--lr 2e-4 --head_lr 2e-3" --out_dir runs/levers-1ep  # an arm of your own
+
+Every cell (arm x seed) is `python tasks/multitask.py <the arm's flags> --seed S --epochs E
+--out_dir <out_dir>/<arm>-s<S> --save_every 300`, in its own process: the same data, schedule and budget
+for every arm, only the lever's flags differ. Re-running the same command continues: finished cells are
+read back, an interrupted one resumes from its last checkpoint (`--resume`), so a kill loses at most
+300 steps. Writes, under --out_dir, as soon as each cell finishes:
+
+    results.jsonl   one line per finished cell: arm, flags, seed, per-epoch dev scores, the kept epoch, wall
+    table.md        per arm: the kept epoch's SST / Quora / STS / overall (mean over seeds), Δ vs base, wall
+
+A table from one seed cannot separate differences smaller than the seed-to-seed spread of the default run
+(about a point on Quora, half a point on SST; docs/results.md): read it as a screen, not a verdict.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tasks.checkpointing import atomic_write_text, read_jsonl, write_jsonl  # noqa: E402
+from tasks.stats import mean_sd  # noqa: E402
+
+# name -> the flags that differ from the default run (docs/levers.md says what each one does)
+ARMS: Dict[str, List[str]] = {
+    "base": [],
+    "lld_0.9": ["--layer_lr_decay", "0.9"],
+    "msd_4": ["--head_dropout_samples", "4"],
+    "para_transitive": ["--para_augment", "transitive"],
+    "para_symmetric": ["--para_augment", "symmetric"],
+    "mnrl_1": ["--para_mnrl_weight", "1"],
+    "reinit_1": ["--reinit_layers", "1"],
+    "sts_corr": ["--sts_loss", "mse+corr"],
+    "rdrop_1": ["--rdrop_alpha", "1"],
+    "pcgrad": ["--pcgrad"],
+    "ema": ["--ema_decay", "0.995"],
+    "lr_2e-4": ["--lr", "2e-4"],
+    "lr_5e-5": ["--lr", "5e-5"],
+    "sst_weight_2": ["--sst_loss_weight", "2"],
+}
+TASKS = ("sst", "para", "sts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--arms", nargs="+", default=["base", "lld_0.9", "msd_4", "para_transitive", "sts_corr",
+                                                  "reinit_1", "para_symmetric", "mnrl_1", "rdrop_1"],
+                   help=f"arms in the order they run; known: {', '.join(ARMS)}")
+    p.add_argument("--arm", nargs=2, action="append", default=[], metavar=("NAME", "FLAGS"),
+                   help="an extra arm: its name and its multitask flags as one quoted string")
+    p.add_argument("--seeds", nargs="+", type=int, default=[11711])
+    p.add_argument("--epochs", type=int, default=3, help="the training budget of every cell")
+    p.add_argument("--out_dir", default="runs/levers")
+    p.add_argument("--extra", default="", help="flags added to every cell (e.g. '--use_gpu')")
+    return p
+
+
+def cell_command(flags: List[str], seed: int, epochs: int, cell_dir: Path, extra: str, resume: bool) -> List[str]:
+    cmd = [sys.executable, str(ROOT / "tasks" / "multitask.py"), *flags, *shlex.split(extra), "--seed", str(seed),
+           "--epochs", str(epochs), "--out_dir", str(cell_dir), "--predictions_dir", str(cell_dir / "predictions"),
+           "--no-predict_test", "--save_every", "300"]
+    return cmd + (["--resume"] if resume else [])
+
+
+def cell_record(arm: str, flags: List[str], seed: int, cell_dir: Path, wall: float) -> dict:
+    """What a finished cell's metrics.jsonl says: per-epoch dev scores and the kept (best overall) epoch."""
+    records = read_jsonl(cell_dir / "metrics.jsonl")
+    epochs = [r for r in records if "dev" in r and not r.get("final")]
+    final = next((r for r in records if r.get("final")), None)
+    if not epochs or final is None:
+        raise RuntimeError(f"{cell_dir / 'metrics.jsonl'} holds no finished run")
+    kept = next(r for r in epochs if r["step"] == final["best_step"])
+    return {"arm": arm, "flags": flags, "seed": seed, "epochs": [r["dev"] for r in epochs],
+            "kept_epoch": kept["epoch"], "kept": kept["dev"], "wall_seconds": wall,
+            "train_seconds": sum(r.get("seconds", 0.0) for r in epochs)}
+
+
+def summarize(records: List[dict], order: List[str]) -> List[dict]:
+    rows = []
+    for arm in order:
+        mine = [r for r in records if r["arm"] == arm]
+        if not mine:
+            continue
+        row = {"arm": arm, "flags": " ".join(mine[0]["flags"]) or "(the defaults)", "n": len(mine),
+               "wall": sum(r["train_seconds"] for r in mine) / len(mine),
+               "kept_epochs": "/".join(str(r["kept_epoch"]) for r in mine)}
+        for key in TASKS + ("score",):
+            row[key] = mean_sd([r["kept"][key] for r in mine])[0]
+        rows.append(row)
+    base = next((r for r in rows if r["arm"] == "base"), None)
+    for row in rows:
+        row["delta"] = {k: row[k] - base[k] for k in TASKS + ("score",)} if base else None
+    return rows
+
+
+def order(arms: Dict[str, List[str]], records: List[dict]) -> List[str]:
+    """This command's arms first, then those of earlier commands on the same --out_dir."""
+    return list(dict.fromkeys([*arms, *(r["arm"] for r in records)]))
+
+
+def write_table(rows: List[dict], out_dir: Path, header: str) -> None:
+    lines = [header, "", "| arm | flags | seeds | SST | Quora | STS | overall | Δ overall | kept epoch | s / cell |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for r in rows:
+        d = r["delta"]
+        cells = [f"{r[k]:.4f}" + (f" ({d[k]:+.4f})" if d and r["arm"] != "base" else "") for k in TASKS]
+        delta = f"{d['score']:+.4f}" if d and r["arm"] != "base" else ""
+        lines.append(f"| {r['arm']} | `{r['flags']}` | {r['n']} | {' | '.join(cells)} | {r['score']:.4f} | {delta} | "
+                     f"{r['kept_epochs']} | {r['wall']:.0f} |")
+    atomic_write_text(out_dir / "table.md", "\n".join(lines) + "\n")
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    arms = {name: ARMS[name] for name in args.arms if name in ARMS}
+    unknown = [name for name in args.arms if name not in ARMS]
+    if unknown:
+        sys.exit(f"--arms: unknown arm {unknown[0]!r}; known: {', '.join(ARMS)} (or define one with --arm NAME FLAGS)")
+    arms.update({name: shlex.split(flags) for name, flags in args.arm})
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = out_dir / "results.jsonl"
+    records = read_jsonl(results) if results.exists() else []
+    header = (f"Levers on `python tasks/multitask.py --epochs {args.epochs} {args.extra}`, one at a time; the kept "
+              "epoch is the best overall dev score; (Δ) against base with the same seeds; s / cell: training and evaluation, per cell.")
+    for name, flags in arms.items():
+        for seed in args.seeds:
+            done = [r for r in records if r["arm"] == name and r["seed"] == seed]
+            if done:
+                if done[0]["flags"] != flags:
+                    sys.exit(f"{results}: arm {name!r} seed {seed} ran with {done[0]['flags']}, not {flags}: "
+                             "use another --out_dir or arm name")
+                continue
+            cell_dir = out_dir / f"{name}-s{seed}"
+            resume = (cell_dir / "last.safetensors").exists()
+            cmd = cell_command(flags, seed, args.epochs, cell_dir, args.extra, resume)
+            print(f"[levers] {name} seed {seed}{' (resuming)' if resume else ''}: {shlex.join(cmd)}", flush=True)
+            start = time.time()
+            subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            records.append(cell_record(name, flags, seed, cell_dir, time.time() - start))
+            write_jsonl(results, records)
+            write_table(summarize(records, order(arms, records)), out_dir, header)
+    write_table(summarize(records, order(arms, records)), out_dir, header)
+    print((out_dir / "table.md").read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""benchmarks/levers.py: every arm runs the multitask CLI with only its flags changed, a finished cell is read
+back instead of re-run, and the table's deltas are against base."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import levers  # noqa: E402
+
+
+def _write_metrics(cell: Path, dev_by_epoch, best_epoch):
+    cell.mkdir(parents=True)
+    lines = [{"epoch": i + 1, "step": 10 * (i + 1), "dev": dev, "seconds": 5.0} for i, dev in enumerate(dev_by_epoch)]
+    lines.append({"final": True, "best_epoch": best_epoch, "best_step": 10 * best_epoch, "dev": {}})
+    (cell / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def _dev(sst, para, sts):
+    return {"sst": sst, "para": para, "sts": sts, "score": (sst + para + (sts + 1) / 2) / 3}
+
+
+def test_cell_record_keeps_the_trainers_best_epoch_and_the_table_subtracts_base(tmp_path):
+    _write_metrics(tmp_path / "base", [_dev(0.40, 0.80, 0.80), _dev(0.50, 0.82, 0.86)], best_epoch=2)
+    _write_metrics(tmp_path / "lever", [_dev(0.52, 0.84, 0.88), _dev(0.51, 0.80, 0.80)], best_epoch=1)
+    base = levers.cell_record("base", [], 1, tmp_path / "base", 1.0)
+    lever = levers.cell_record("lever", ["--x", "1"], 1, tmp_path / "lever", 1.0)
+    assert base["kept_epoch"] == 2 and base["kept"]["sst"] == 0.50 and base["train_seconds"] == 10.0
+    assert lever["kept_epoch"] == 1 and len(lever["epochs"]) == 2
+    rows = {r["arm"]: r for r in levers.summarize([base, lever], ["base", "lever"])}
+    assert rows["lever"]["delta"]["sst"] == pytest.approx(0.02)
+    assert rows["lever"]["delta"]["sts"] == pytest.approx(0.02)
+    assert rows["lever"]["delta"]["score"] == pytest.approx(lever["kept"]["score"] - base["kept"]["score"])
+    levers.write_table(list(rows.values()), tmp_path, "header")
+    table = (tmp_path / "table.md").read_text()
+    assert "| lever | `--x 1` | 1 | 0.5200 (+0.0200) |" in table
+
+
+def test_a_run_with_no_finished_evaluation_is_a_clear_error(tmp_path):
+    (tmp_path / "cell").mkdir()
+    (tmp_path / "cell" / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "step": 3, "dev": _dev(.1, .5, .1)}) + "\n")
+    with pytest.raises(RuntimeError, match="no finished run"):
+        levers.cell_record("base", [], 1, tmp_path / "cell", 1.0)
+
+
+def test_unknown_arm_names_the_known_ones(capsys):
+    with pytest.raises(SystemExit, match="unknown arm 'nope'"):
+        levers.main(["--arms", "base", "nope"])
+
+
+def test_two_arms_end_to_end_then_a_rerun_reads_them_back(tiny_checkpoint, tiny_data, tmp_path, monkeypatch):
+    extra = f"--model {tiny_checkpoint} --data_dir {tiny_data} --max_examples 8 --batch_size 4"
+    argv = ["--arms", "base", "msd_4", "--epochs", "1", "--out_dir", str(tmp_path / "lv"), "--extra", extra]
+    levers.main(argv)
+    records = [json.loads(line) for line in (tmp_path / "lv" / "results.jsonl").read_text().splitlines()]
+    assert [r["arm"] for r in records] == ["base", "msd_4"]
+    assert records[1]["flags"] == ["--head_dropout_samples", "4"]
+    config = json.loads((tmp_path / "lv" / "msd_4-s11711" / "run_config.json").read_text())
+    assert config["head_dropout_samples"] == 4 and config["epochs"] == 1
+
+    def no_subprocess(*a, **k):
+        raise AssertionError("a finished cell ran again")
+
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    levers.main(argv)  # both cells are in results.jsonl: nothing runs, the table is written again
+    assert "| msd_4 |" in (tmp_path / "lv" / "table.md").read_text()
