@@ -3,6 +3,8 @@
     python tasks/ablate.py --task sst --epochs 1 --max_examples 2000 --out_dir runs/ablate-sst-cpu   # 2-core CPU
     python tasks/ablate.py --task sst --epochs 3 --seeds 1 2 3 4 5 --use_gpu --out_dir runs/ablate-sst-gpu
     python tasks/ablate.py --techniques plain cat child_d dae+cat --resume    # add cells to a finished grid
+    python tasks/ablate.py --techniques plain cat --select_on heldout --lr_grid 1e-4 2e-4 \
+        --tune_grid adv_epsilon=0.3,1 adv_lambda=0.1,0.5      # each arm's lr and its own flags tuned on one seed
 
 Techniques: plain, dae (TSDAE phase), mlm (MLM phase), contrastive (cosine-MSE phase), supcon, 3phase
 (DAE → contrastive → fine-tune), cat (contrastive adversarial training), child_f, child_d; 'a+b' combines.
@@ -21,7 +23,9 @@ technique is visible beside its score. Writes, under --out_dir, as soon as each 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
+import itertools
 import json
 import math
 import os
@@ -30,7 +34,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +50,10 @@ from tasks.stats import mean_sd, paired_interval, verdict  # noqa: E402
 from tasks.run import parse_with_config, resolved_flags, run, task_files  # noqa: E402
 
 ARMS = techniques.arms()  # name -> (flags, what it is), from each technique's module
+# the flags each technique declares (its Config's fields), and each arm's: what --tune_grid may vary
+TECHNIQUE_FLAGS_OF_ARM = {"plain": set(), **{arm: {f.name for f in dataclasses.fields(t.Config)}
+                                            for t in techniques.REGISTRY.values() for arm in t.arms}}
+TECHNIQUE_FLAGS = set().union(*TECHNIQUE_FLAGS_OF_ARM.values())
 DEFAULT_TECHNIQUES = ("plain", "dae", "contrastive", "3phase", "cat", "child_f", "child_d")
 PHASE_ORDER = ("dae", "contrastive")
 
@@ -86,7 +94,7 @@ def summarize(records: Sequence[dict], order: Sequence[str]) -> List[dict]:
         rows.append({"technique": name, "n": len(scores), "mean": mean, "sd": sd if len(scores) > 1 else float("nan"),
                      "delta": mean - float(np.mean(list(base.values()))) if base else float("nan"),
                      "lo": paired["lo"], "hi": paired["hi"], "verdict": verdict(paired) if name != "plain" else "",
-                     "lr": mine[0].get("lr"), "extra_epochs": mine[0]["extra_epochs"],
+                     "lr": mine[0].get("lr"), "params": mine[0].get("params", {}), "extra_epochs": mine[0]["extra_epochs"],
                      "wall_seconds": float(np.mean([r["wall_seconds"] for r in mine]))})
     return rows
 
@@ -104,7 +112,8 @@ def write_tables(rows: List[dict], out_dir: Path, metric: str, header: str) -> N
              "verdict | extra epochs | wall s / run |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     for r in rows:
         interval = f"[{r['lo']:+.4f}, {r['hi']:+.4f}]" if r["technique"] != "plain" else ""
-        lines.append(f"| {r['technique']} | {technique_args(r['technique'])[2]} | {r['n']} | {r['lr']:g} | "
+        tuned = "".join(f", {k} {v}" for k, v in r["params"].items())
+        lines.append(f"| {r['technique']} | {technique_args(r['technique'])[2]} | {r['n']} | {r['lr']:g}{tuned} | "
                      f"{r['mean']:.4f} ± {r['sd']:.4f} | {r['delta']:+.4f} | {interval} | {r['verdict']} | "
                      f"{r['extra_epochs']} | {r['wall_seconds']:.1f} |")
     (out_dir / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -130,7 +139,7 @@ def write_tables(rows: List[dict], out_dir: Path, metric: str, header: str) -> N
     plt.close(fig)
 
 
-ABLATE_ONLY = ("task", "techniques", "seeds", "keep_checkpoints", "lr_grid", "tune_seed")
+ABLATE_ONLY = ("task", "techniques", "seeds", "keep_checkpoints", "lr_grid", "tune_seed", "tune_grid")
 PER_CELL = ("seed", "out_dir", "predictions_dir", "resume", "phases", "tasks", "predict_test", "config")
 
 
@@ -146,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr_grid", nargs="+", type=float, default=None,
                    help="tune each technique's --lr first: one run per value on --tune_seed, chosen on the held-out "
                         "training rows (needs --select_on heldout); --head_lr scales with it")
+    g.add_argument("--tune_grid", nargs="+", default=None, metavar="FLAG=V1,V2",
+                   help="tune a technique's own flags with the lr: every combination of these values (and of --lr_grid) "
+                        "on --tune_seed, for the arms whose technique declares the flag (e.g. adv_epsilon=0.3,1 "
+                        "child_tuning_p=0.1,0.3); needs --select_on heldout")
     g.add_argument("--tune_seed", type=int, default=None, help="the seed of the tuning runs (default: a seed not in --seeds)")
     g.add_argument("--keep_checkpoints", action="store_true", help="keep each cell's checkpoints (large)")
     return p
@@ -158,17 +171,40 @@ def parse_args(argv=None):
         technique_args(name)  # fail now, not hours into the grid
     if len(set(args.seeds)) < 3:
         p.error(f"use at least 3 distinct seeds for a mean ± sd, got {args.seeds}")
-    if args.lr_grid and args.select_on != "heldout":
-        p.error("--lr_grid chooses on held-out training rows, never on dev: add --select_on heldout")
+    if (args.lr_grid or args.tune_grid) and args.select_on != "heldout":
+        p.error("--lr_grid and --tune_grid choose on held-out training rows, never on dev: add --select_on heldout")
+    args.tune_grid = parse_tune_grid(p, args.tune_grid)
     if args.tune_seed is None:
         args.tune_seed = max(args.seeds) + 1
     return args
 
 
-def cell_args(args, technique: str, seed: int, cell_dir: Path, lr: float) -> argparse.Namespace:
+def parse_tune_grid(parser, entries) -> Dict[str, List[str]]:
+    """'flag=v1,v2' entries -> {flag: [v1, v2]}; each flag must be a technique's (the values are parsed with it)."""
+    grid = {}
+    for entry in entries or []:
+        name, _, values = entry.partition("=")
+        if not values or name not in TECHNIQUE_FLAGS:
+            parser.error(f"--tune_grid {entry!r}: expected FLAG=V1,V2 with FLAG one of the techniques' flags "
+                         f"({', '.join(sorted(TECHNIQUE_FLAGS))})")
+        grid[name] = values.split(",")
+    return grid
+
+
+def tuning_points(technique: str, lr_grid, tune_grid: Dict[str, List[str]], lr: float) -> List[Tuple[float, dict]]:
+    """Every (lr, {flag: value}) the tuning seed tries for this arm: the flags its techniques declare, crossed."""
+    owned = set().union(*(TECHNIQUE_FLAGS_OF_ARM[part] for part in technique.split("+")))
+    mine = {k: v for k, v in tune_grid.items() if k in owned}
+    combos = [dict(zip(mine, values)) for values in itertools.product(*mine.values())]
+    return [(x, c) for x in (lr_grid or [lr]) for c in combos]
+
+
+def cell_args(args, technique: str, seed: int, cell_dir: Path, lr: float, params: Optional[dict] = None
+              ) -> argparse.Namespace:
     """One cell's classifier flags: the grid's shared budget, its seed, folder and learning rate (the head's
-    scaled with it), then the technique's flags."""
+    scaled with it), then the technique's flags and its tuned values."""
     phases, flags, _ = technique_args(technique)
+    flags = list(flags) + [a for k, v in (params or {}).items() for a in (f"--{k}", v)]
     cell = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ABLATE_ONLY})
     cell.tasks, cell.seed, cell.out_dir, cell.predict_test = [args.task], seed, str(cell_dir), False
     cell.lr, cell.head_lr = lr, (args.head_lr or args.lr) * lr / args.lr
@@ -184,6 +220,8 @@ def main(argv=None):
     results_file = out_dir / "results.jsonl"
     budget = {k: v for k, v in resolved_flags(args).items()
               if k not in PER_CELL and k not in ABLATE_ONLY or k in ("task", "lr_grid", "tune_seed")}
+    if args.tune_grid:  # only when given, so a grid from before --tune_grid existed still resumes
+        budget["tune_grid"] = args.tune_grid
     records = read_jsonl(results_file)
     if records and not args.resume:
         sys.exit(f"{results_file} already holds {len(records)} cells: pass --resume to continue it, or a new --out_dir")
@@ -192,18 +230,21 @@ def main(argv=None):
     metric = get_task(args.task).metric
     command = "python tasks/ablate.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
-    def run_cell(technique: str, seed: int, lr: float, stage: str) -> dict:
+    def run_cell(technique: str, seed: int, lr: float, stage: str, params: dict) -> dict:
         """One cell, skipped when results.jsonl already has it; appended there as soon as it finishes."""
         for r in records:
-            if (r["technique"], r["seed"], r.get("lr"), r.get("stage", "main")) == (technique, seed, lr, stage):
+            if ((r["technique"], r["seed"], r.get("lr"), r.get("stage", "main"), r.get("params", {}))
+                    == (technique, seed, lr, stage, params)):
                 return r
-        cell_dir = out_dir / (f"{technique}-seed{seed}" + (f"-lr{lr:g}" if stage == "tune" else ""))
-        cell = cell_args(args, technique, seed, cell_dir, lr)
-        tqdm.write(f"=== {stage}: {technique}, seed {seed}, lr {lr:g} ===")
+        tried = "".join(f"-{k}{v}" for k, v in params.items())
+        cell_dir = out_dir / (f"{technique}-seed{seed}" + (f"-lr{lr:g}{tried}" if stage == "tune" else ""))
+        cell = cell_args(args, technique, seed, cell_dir, lr, params)
+        tqdm.write(f"=== {stage}: {technique}, seed {seed}, lr {lr:g}{tried} ===")
         t0 = time.time()
         scores = run(cell, [args.task], {args.task: task_files(cell, args.task, args.task)}, "classifier")
         history = [r for r in read_jsonl(cell_dir / "metrics.jsonl") if "final" not in r]
-        record = {"technique": technique, "seed": seed, "lr": lr, "stage": stage, "score": scores[args.task],
+        record = {"technique": technique, "seed": seed, "lr": lr, "params": params, "stage": stage,
+                  "score": scores[args.task],
                   "selection": max(h["dev"]["score"] for h in history), "metric": metric,
                   "wall_seconds": round(time.time() - t0, 1), "finetune_epochs": args.epochs,
                   "extra_epochs": sum(getattr(args, f"{p}_epochs") for p in technique_args(technique)[0]),
@@ -218,25 +259,32 @@ def main(argv=None):
         gc.collect()
         return record
 
-    lrs = {}
-    for technique in args.techniques:  # each arm's learning rate, chosen on the held-out rows of the tuning seed
-        tried = [run_cell(technique, args.tune_seed, lr, "tune") for lr in (args.lr_grid or [])]
-        lrs[technique] = max(tried, key=lambda r: r["selection"])["lr"] if tried else args.lr
+    chosen = {}
+    for technique in args.techniques:  # each arm's lr (and own flags), chosen on the held-out rows of the tuning seed
+        points = tuning_points(technique, args.lr_grid, args.tune_grid, args.lr)
+        if len(points) > 1:
+            best = max((run_cell(technique, args.tune_seed, lr, "tune", params) for lr, params in points),
+                       key=lambda r: r["selection"])
+            points = [(best["lr"], best["params"])]
+        chosen[technique] = points[0]
     bar = tqdm([(t, s) for s in args.seeds for t in args.techniques], desc="ablation grid", dynamic_ncols=True, position=0)
     for technique, seed in bar:
         bar.set_postfix(cell=f"{technique}/seed {seed}")
-        run_cell(technique, seed, lrs[technique], "main")
+        lr, params = chosen[technique]
+        run_cell(technique, seed, lr, "main", params)
         rows = summarize(records, list(dict.fromkeys(["plain", *args.techniques])))
         write_tables(rows, out_dir, metric, f"Ablation on {args.task} (dev {metric}); command: `{command}`")
 
     rows = summarize(records, list(dict.fromkeys(["plain", *args.techniques])))
     wall = time.time() - started
     sample = f", a fixed random {args.max_examples} examples per split" if args.max_examples else ""
-    chosen = (f"; each technique's --lr chosen from {args.lr_grid} on held-out training rows (seed {args.tune_seed})"
-              if args.lr_grid else "")
+    grids = ([f"--lr from {args.lr_grid}"] if args.lr_grid else []) + [
+        f"--{k} from {v} (where the technique has it)" for k, v in args.tune_grid.items()]
+    tuned = (f"; each technique's {', '.join(grids)} chosen on held-out training rows (seed {args.tune_seed})"
+             if grids else "")
     header = (f"Ablation on {args.task} (dev {metric}), {len(args.seeds)} seeds, {args.epochs} fine-tuning epoch(s)"
               f"{sample}, the epoch chosen on {'held-out training rows' if args.select_on == 'heldout' else 'dev'}"
-              f"{chosen}; this invocation took {wall / 60:.1f} min.\n\nCommand: `{command}`")
+              f"{tuned}; this invocation took {wall / 60:.1f} min.\n\nCommand: `{command}`")
     write_tables(rows, out_dir, metric, header)
     print((out_dir / "table.md").read_text())
     print(f"wrote {out_dir / 'table.md'}, {out_dir / 'table.csv'}, {out_dir / 'chart.png'} ({wall / 60:.1f} min)")

@@ -117,3 +117,39 @@ def test_fair_protocol_tunes_each_arms_lr_on_held_out_rows_then_reports_dev_with
     # the epoch was chosen on the held-out rows: the cell's metrics hold their scores, not dev's
     metrics = [json.loads(x) for x in (out / "plain-seed1" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["final"] and metrics[-1]["dev"]["sst"] == main[("plain", 1)]
+
+
+def test_tuning_points_cross_the_lr_with_only_the_arms_own_flags():
+    grid = {"adv_epsilon": ["0.3", "1"], "child_tuning_p": ["0.1", "0.3"]}
+    assert ablate.tuning_points("plain", [1e-4, 2e-4], grid, 1e-4) == [(1e-4, {}), (2e-4, {})]
+    assert ablate.tuning_points("cat", None, grid, 5e-5) == [(5e-5, {"adv_epsilon": "0.3"}), (5e-5, {"adv_epsilon": "1"})]
+    points = ablate.tuning_points("child_d+cat", [1e-4], grid, 1e-4)
+    assert len(points) == 4 and {"adv_epsilon": "1", "child_tuning_p": "0.1"} in [p for _, p in points]
+
+
+def test_a_tune_grid_flag_no_technique_declares_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        ablate.parse_args(["--select_on", "heldout", "--tune_grid", "adv_epsilonn=0.3,1"])
+    assert "adv_epsilon" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ablate.parse_args(["--tune_grid", "adv_epsilon=0.3,1"])  # dev must not choose
+
+
+@pytest.mark.filterwarnings("ignore:.*no checkpoint at")
+def test_tune_grid_chooses_a_techniques_own_flag_on_held_out_rows_and_the_seeds_use_it(
+        tiny_checkpoint, tiny_data, tmp_path):
+    out = tmp_path / "grid"
+    ablate.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--task", "sst", "--seeds", "1", "2", "3",
+                 "--epochs", "1", "--batch_size", "8", "--max_examples", "24", "--out_dir", str(out),
+                 "--techniques", "plain", "child_f", "--select_on", "heldout", "--tune_grid", "child_tuning_p=0.2,0.9"])
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    tune = [r for r in records if r["stage"] == "tune"]
+    assert [(r["technique"], r["params"]) for r in tune] == [("child_f", {"child_tuning_p": "0.2"}),
+                                                             ("child_f", {"child_tuning_p": "0.9"})]
+    best = max(tune, key=lambda r: r["selection"])["params"]
+    main = [r for r in records if r["stage"] == "main"]
+    assert {json.dumps(r["params"]) for r in main if r["technique"] == "child_f"} == {json.dumps(best)}
+    assert all(r["params"] == {} for r in main if r["technique"] == "plain")
+    config = json.loads((out / "child_f-seed1" / "run_config.json").read_text())
+    assert config["child_tuning_p"] == float(best["child_tuning_p"])
+    assert f"child_tuning_p {best['child_tuning_p']}" in (out / "table.md").read_text()
