@@ -22,12 +22,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-from minibert import BertConfig, BertModel, Tokenizer  # noqa: E402
+from minibert import BertConfig, BertModel  # noqa: E402
 from tasks.data import get_task  # noqa: E402
 from tasks import techniques  # noqa: E402
 from tasks.checkpointing import load_state, write_jsonl  # noqa: E402
 from tasks.devices import pick_device  # noqa: E402
-from tasks.run import REPO, add_task_file_args, base_parser, make_evaluator, parse_with_config, task_files  # noqa: E402
+from tasks.run import (REPO, add_task_file_args, base_parser, load_pretrained, make_evaluator,  # noqa: E402
+                       parse_with_config, task_files)
 from tasks.techniques.base import add_dataclass_args, dataclass_from_args  # noqa: E402
 from tasks.trainer import TrainConfig, seed_everything  # noqa: E402
 
@@ -110,10 +111,7 @@ def run_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
     gan = dataclass_from_args(GanConfig, args)
     seed_everything(config.seed)
     device = pick_device(config.use_gpu)
-    tokenizer = Tokenizer.from_pretrained(args.model)
-    encoder = BertModel.from_pretrained(args.model, hidden_dropout_prob=args.hidden_dropout_prob,
-                                        attn_implementation=args.attn_implementation,
-                                        gradient_checkpointing=args.gradient_checkpointing)
+    tokenizer, encoder = load_pretrained(args)
     num_labels = get_task(task).num_classes
     model = GanBert(encoder, num_labels, gan, pooling=args.pooling)
     if args.option == "pretrain":

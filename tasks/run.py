@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -144,6 +144,14 @@ def held_out_processor(processor, fraction: float):
     return copy
 
 
+def load_pretrained(args) -> Tuple[Tokenizer, BertModel]:
+    """The tokenizer and encoder --model names, built as the model flags say (dropout, attention, checkpointing)."""
+    encoder = BertModel.from_pretrained(args.model, hidden_dropout_prob=args.hidden_dropout_prob,
+                                        attn_implementation=args.attn_implementation,
+                                        gradient_checkpointing=args.gradient_checkpointing)
+    return Tokenizer.from_pretrained(args.model), encoder
+
+
 def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, batch_sizes: Optional[Dict[str, int]] = None,
         para_head: str = "cross", sts_head: str = "cosine", sts_loss: str = "mse",
         symmetric_pairs: bool = False, loss_weights: Optional[Dict[str, float]] = None, sts_cosine_map: str = "clamp",
@@ -159,16 +167,13 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, batc
     log = print if rank == 0 else (lambda *a, **k: None)
     seed_everything(config.seed)
     device = pick_device(config.use_gpu)
-    tokenizer = Tokenizer.from_pretrained(args.model)
-    encoder = BertModel.from_pretrained(args.model, hidden_dropout_prob=args.hidden_dropout_prob,
-                                        attn_implementation=args.attn_implementation,
-                                        gradient_checkpointing=args.gradient_checkpointing)
+    tokenizer, encoder = load_pretrained(args)
     num_labels = get_task(tasks[0]).num_classes if tasks[0] in ("sst", "cfimdb") else 5
     model = MultitaskBert(encoder, tasks, num_labels=num_labels, pooling=args.pooling, para_head=para_head,
                           sts_head=sts_head, dropout=args.hidden_dropout_prob, max_length=args.max_length,
                           symmetric_pairs=symmetric_pairs, tokenizer=tokenizer, sts_cosine_map=sts_cosine_map,
-                          head_dropout_samples=getattr(args, "head_dropout_samples", 1))
-    if getattr(args, "reinit_layers", 0):  # after the heads' initialisation, which stays that of the default run
+                          head_dropout_samples=args.head_dropout_samples)
+    if args.reinit_layers:  # after the heads' initialisation, which stays that of the default run
         reinit_top_layers(model.bert, args.reinit_layers)
     if args.option == "pretrain":
         for p in model.bert.parameters():
