@@ -47,6 +47,8 @@ ARMS: Dict[str, List[str]] = {
     "rdrop_1": ["--rdrop_alpha", "1"],
     "pcgrad": ["--pcgrad"],
     "ema": ["--ema_decay", "0.995"],
+    "eval_3x": ["--eval_every", "107"],  # three evaluations in a 1-epoch screen: the fair base for avg_3
+    "avg_3": ["--eval_every", "107", "--average_evaluations", "3"],
     "lr_2e-4": ["--lr", "2e-4"],
     "lr_5e-5": ["--lr", "5e-5"],
     "sst_weight_2": ["--sst_loss_weight", "2"],

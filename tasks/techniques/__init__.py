@@ -3,6 +3,7 @@
     pcgrad.py        PCGrad gradient surgery between tasks          a callback: backward
     child_tuning.py  Child-Tuning-F / -D gradient masks             a callback: on_fit_start, after_backward
     ema.py           a moving average of the weights                a callback: after_step, eval_model
+    checkpoint_average.py  the mean of the last K evaluations' weights   a callback: eval_model
     adversarial.py   contrastive adversarial training (CAT)         wraps the processors' loss
     rdrop.py         R-Drop: two dropout passes, symmetric KL       wraps the processors' loss
     mnrl.py          in-batch negatives on Quora's duplicates       wraps the paraphrase processor (batches, loss)
@@ -17,6 +18,7 @@ from typing import Dict, List
 
 from .adversarial import AdversarialTechnique
 from .base import Callback, Technique, add_dataclass_args
+from .checkpoint_average import CheckpointAverageTechnique
 from .child_tuning import ChildTuningTechnique
 from .ema import EMATechnique
 from .mnrl import MNRLTechnique
@@ -26,8 +28,8 @@ from .rdrop import RDropTechnique
 
 # wrap_processors runs in this order, so a later wrapper sits outside an earlier one (MNRL outermost)
 REGISTRY: Dict[str, Technique] = {t.name: t for t in (PCGradTechnique(), ChildTuningTechnique(), EMATechnique(),
-                                                      AdversarialTechnique(), PhasesTechnique(), RDropTechnique(),
-                                                      MNRLTechnique())}
+                                                      CheckpointAverageTechnique(), AdversarialTechnique(),
+                                                      PhasesTechnique(), RDropTechnique(), MNRLTechnique())}
 
 
 def offered(cli: str) -> List[Technique]:
