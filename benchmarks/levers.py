@@ -44,6 +44,7 @@ ARMS: Dict[str, List[str]] = {
     "mnrl_1": ["--para_mnrl_weight", "1"],
     "reinit_1": ["--reinit_layers", "1"],
     "sts_corr": ["--sts_loss", "mse+corr"],
+    "sts_cross": ["--sts_head", "cross"],
     "rdrop_1": ["--rdrop_alpha", "1"],
     "pcgrad": ["--pcgrad"],
     "ema": ["--ema_decay", "0.995"],
