@@ -19,6 +19,7 @@ A table from one seed cannot separate differences smaller than the seed-to-seed 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import subprocess
@@ -48,7 +49,7 @@ ARMS: Dict[str, List[str]] = {
     "rdrop_1": ["--rdrop_alpha", "1"],
     "pcgrad": ["--pcgrad"],
     "ema": ["--ema_decay", "0.995"],
-    "eval_3x": ["--eval_every", "107"],  # three evaluations in a 1-epoch screen: the fair base for avg_3
+    "eval_3x": ["--eval_every", "107"],  # 3 evaluations in the default run's 321-step epoch: avg_3's fair base
     "avg_3": ["--eval_every", "107", "--average_evaluations", "3"],
     "lr_2e-4": ["--lr", "2e-4"],
     "lr_5e-5": ["--lr", "5e-5"],
@@ -86,10 +87,12 @@ def cell_record(arm: str, flags: List[str], seed: int, cell_dir: Path, wall: flo
     final = next((r for r in records if r.get("final")), None)
     if not epochs or final is None:
         raise RuntimeError(f"{cell_dir / 'metrics.jsonl'} holds no finished run")
-    kept = next(r for r in epochs if r["step"] == final["best_step"])
+    kept = next((r for r in epochs if r["step"] == final["best_step"]), None)
+    if kept is None:
+        raise RuntimeError(f"{cell_dir / 'metrics.jsonl'}: the kept step {final['best_step']} has no evaluation")
     return {"arm": arm, "flags": flags, "seed": seed, "epochs": [r["dev"] for r in epochs],
-            "kept_epoch": kept["epoch"], "kept": kept["dev"], "wall_seconds": wall,
-            "train_seconds": sum(r.get("seconds", 0.0) for r in epochs)}
+            "kept_epoch": kept["epoch"], "kept_step": kept["step"], "kept": kept["dev"], "wall_seconds": wall,
+            "seconds": sum(r.get("seconds", 0.0) for r in epochs)}
 
 
 def summarize(records: List[dict], order: List[str]) -> List[dict]:
@@ -99,10 +102,10 @@ def summarize(records: List[dict], order: List[str]) -> List[dict]:
         if not mine:
             continue
         row = {"arm": arm, "flags": " ".join(mine[0]["flags"]) or "(the defaults)", "n": len(mine),
-               "wall": sum(r["train_seconds"] for r in mine) / len(mine),
-               "kept_epochs": "/".join(str(r["kept_epoch"]) for r in mine)}
-        for key in TASKS + ("score",):
-            row[key] = mean_sd([r["kept"][key] for r in mine])[0]
+               "wall": sum(r.get("seconds", r.get("train_seconds", 0.0)) for r in mine) / len(mine),
+               "kept_at": "/".join(f"{r['kept_epoch']}:{r.get('kept_step', '?')}" for r in mine)}
+        for key in TASKS + ("score",):  # a task the arm did not train (--tasks) is nan, shown as —
+            row[key] = mean_sd([r["kept"].get(key, math.nan) for r in mine])[0]
         rows.append(row)
     base = next((r for r in rows if r["arm"] == "base"), None)
     for row in rows:
@@ -116,14 +119,15 @@ def order(arms: Dict[str, List[str]], records: List[dict]) -> List[str]:
 
 
 def write_table(rows: List[dict], out_dir: Path, header: str) -> None:
-    lines = [header, "", "| arm | flags | seeds | SST | Quora | STS | overall | Δ overall | kept epoch | s / cell |",
+    lines = [header, "", "| arm | flags | seeds | SST | Quora | STS | overall | Δ overall | kept at epoch:step | s / cell |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for r in rows:
         d = r["delta"]
-        cells = [f"{r[k]:.4f}" + (f" ({d[k]:+.4f})" if d and r["arm"] != "base" else "") for k in TASKS]
+        cells = ["—" if math.isnan(r[k]) else f"{r[k]:.4f}" + (f" ({d[k]:+.4f})" if d and r["arm"] != "base" else "")
+                 for k in TASKS]
         delta = f"{d['score']:+.4f}" if d and r["arm"] != "base" else ""
         lines.append(f"| {r['arm']} | `{r['flags']}` | {r['n']} | {' | '.join(cells)} | {r['score']:.4f} | {delta} | "
-                     f"{r['kept_epochs']} | {r['wall']:.0f} |")
+                     f"{r['kept_at']} | {r['wall']:.0f} |")
     atomic_write_text(out_dir / "table.md", "\n".join(lines) + "\n")
 
 
@@ -138,6 +142,10 @@ def main(argv=None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / "results.jsonl"
     records = read_jsonl(results) if results.exists() else []
+    budget = {"epochs": args.epochs, "extra": args.extra}
+    for r in records:  # one table, one budget: cells of another --epochs or --extra belong in another --out_dir
+        if r.setdefault("budget", budget) != budget:  # (a record without one predates the field)
+            sys.exit(f"{results} holds cells run with {r['budget']}, not {budget}: use another --out_dir")
     header = (f"Levers on `python tasks/multitask.py --epochs {args.epochs} {args.extra}`, one at a time; the kept "
               "epoch is the best overall dev score; (Δ) against base with the same seeds; s / cell: training and evaluation, per cell.")
     for name, flags in arms.items():
@@ -154,7 +162,7 @@ def main(argv=None) -> None:
             print(f"[levers] {name} seed {seed}{' (resuming)' if resume else ''}: {shlex.join(cmd)}", flush=True)
             start = time.time()
             subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            records.append(cell_record(name, flags, seed, cell_dir, time.time() - start))
+            records.append({**cell_record(name, flags, seed, cell_dir, time.time() - start), "budget": budget})
             write_jsonl(results, records)
             write_table(summarize(records, order(arms, records)), out_dir, header)
     write_table(summarize(records, order(arms, records)), out_dir, header)

@@ -104,10 +104,11 @@ def write_tables(rows: List[dict], out_dir: Path, metric: str, header: str) -> N
         return
     with open(out_dir / "table.csv", "w", encoding="utf-8") as f:
         f.write(f"technique,seeds,mean_{metric},sd_{metric},delta_vs_plain,paired_lo,paired_hi,verdict,lr,extra_epochs,"
-                "wall_seconds_per_run\n")
+                "wall_seconds_per_run,tuned\n")
         for r in rows:
+            tuned = " ".join(f"{k}={v}" for k, v in r["params"].items())
             f.write(f"{r['technique']},{r['n']},{r['mean']:.6f},{r['sd']:.6f},{r['delta']:.6f},{r['lo']:.6f},{r['hi']:.6f},"
-                    f"{r['verdict']},{r['lr']},{r['extra_epochs']},{r['wall_seconds']:.1f}\n")
+                    f"{r['verdict']},{r['lr']},{r['extra_epochs']},{r['wall_seconds']:.1f},{tuned}\n")
     lines = [header, "", f"| technique | what | seeds | lr | dev {metric} (mean ± sd) | Δ vs plain | paired 95% interval | "
              "verdict | extra epochs | wall s / run |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     for r in rows:
@@ -188,6 +189,11 @@ def parse_tune_grid(parser, entries) -> Dict[str, List[str]]:
             parser.error(f"--tune_grid {entry!r}: expected FLAG=V1,V2 with FLAG one of the techniques' flags "
                          f"({', '.join(sorted(TECHNIQUE_FLAGS))})")
         grid[name] = values.split(",")
+        for value in grid[name]:  # now, not hours into the grid: a switch (no value) or a bad value is refused
+            try:
+                classifier.build_parser().parse_args([f"--{name}", value])
+            except SystemExit:
+                parser.error(f"--tune_grid {entry!r}: --{name} {value} is not a valid setting of that flag")
     return grid
 
 
@@ -225,6 +231,9 @@ def main(argv=None):
     records = read_jsonl(results_file)
     if records and not args.resume:
         sys.exit(f"{results_file} already holds {len(records)} cells: pass --resume to continue it, or a new --out_dir")
+    defaults = resolved_flags(build_parser().parse_args([]))
+    for r in records:  # a grid from before a flag existed ran at that flag's default: fill it in to compare
+        r["budget"] = {**{k: defaults[k] for k in budget if k not in r["budget"] and k in defaults}, **r["budget"]}
     if any(r["budget"] != budget for r in records):
         sys.exit(f"{results_file} was made with another budget ({records[0]['budget']}); use a new --out_dir")
     metric = get_task(args.task).metric
@@ -247,7 +256,7 @@ def main(argv=None):
                   "score": scores[args.task],
                   "selection": max(h["dev"]["score"] for h in history), "metric": metric,
                   "wall_seconds": round(time.time() - t0, 1), "finetune_epochs": args.epochs,
-                  "extra_epochs": sum(getattr(args, f"{p}_epochs") for p in technique_args(technique)[0]),
+                  "extra_epochs": sum(getattr(cell, f"{p}_epochs") for p in technique_args(technique)[0]),
                   "budget": budget}
         with open(results_file, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")

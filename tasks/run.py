@@ -92,6 +92,8 @@ def parse_with_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Na
         values.pop("config", None)
         parser.set_defaults(**values)
     args = parser.parse_args(argv)
+    for problem in techniques.conflicts(args):
+        parser.error(problem)
     phases = getattr(args, "phases", None)
     if isinstance(phases, (str, list)):  # from a config file: the same check as on the command line
         args.phases = techniques.phases.parse_phases(phases if isinstance(phases, str) else ",".join(phases))

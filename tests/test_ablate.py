@@ -133,6 +133,10 @@ def test_a_tune_grid_flag_no_technique_declares_is_refused(capsys):
     assert "adv_epsilon" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         ablate.parse_args(["--tune_grid", "adv_epsilon=0.3,1"])  # dev must not choose
+    assert "never on dev" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a switch takes no value: refused when parsing, not hours into the grid
+        ablate.parse_args(["--select_on", "heldout", "--tune_grid", "pcgrad=1,0"])
+    assert "--pcgrad 1 is not a valid setting" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore:.*no checkpoint at")
@@ -153,3 +157,17 @@ def test_tune_grid_chooses_a_techniques_own_flag_on_held_out_rows_and_the_seeds_
     config = json.loads((out / "child_f-seed1" / "run_config.json").read_text())
     assert config["child_tuning_p"] == float(best["child_tuning_p"])
     assert f"child_tuning_p {best['child_tuning_p']}" in (out / "table.md").read_text()
+
+
+def test_a_grid_from_before_a_flag_existed_still_resumes(tiny_checkpoint, tiny_data, tmp_path, monkeypatch):
+    out = tmp_path / "old"
+    argv = ["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--task", "sst", "--seeds", "1", "2", "3",
+            "--epochs", "1", "--batch_size", "8", "--max_examples", "16", "--out_dir", str(out), "--techniques", "plain"]
+    ablate.main(argv)
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    for r in records:  # as an older version wrote them: no tuned params, no --average_evaluations in the budget
+        del r["params"], r["budget"]["average_evaluations"]
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    monkeypatch.setattr(ablate, "run", lambda *a, **k: pytest.fail("a finished cell ran again"))
+    rows = ablate.main(argv + ["--resume"])
+    assert rows[0]["technique"] == "plain" and rows[0]["n"] == 3

@@ -90,10 +90,14 @@ def test_resume_continues_the_average_exactly(tmp_path):
         assert torch.equal(a, b)
 
 
-def test_it_does_not_combine_with_ema(tmp_path):
+def test_it_does_not_combine_with_ema(tmp_path, capsys):
     ema = EMATechnique().callback(EMAConfig(0.9), _Toy())
     with pytest.raises(ValueError, match="ema_decay"):
         _fit(tmp_path, k=2, extra=(ema,))
+    from tasks import multitask
+    with pytest.raises(SystemExit):  # the CLI says so when parsing, before any phase or step
+        multitask.parse_args(["--average_evaluations", "2", "--ema_decay", "0.9"])
+    assert "does not combine with --ema_decay" in capsys.readouterr().err
 
 
 def test_the_cli_keeps_and_saves_the_averaged_weights(tiny_checkpoint, tiny_data, tmp_path):
@@ -105,7 +109,9 @@ def test_the_cli_keeps_and_saves_the_averaged_weights(tiny_checkpoint, tiny_data
     last, best = load_state(out / "last.safetensors"), load_state(out / "best.safetensors")
     (state,) = [c for c in last["callbacks"] if "snapshots" in c]
     assert len(state["snapshots"]) == 2
-    expected = average_state(state["snapshots"][:best["epoch"]])
+    assert best["epoch"] == 2  # (deterministic) so that what is checked is a mean of two, not one snapshot
+    expected = average_state(state["snapshots"])
+    assert any(not torch.equal(v, state["snapshots"][-1][k]) for k, v in expected.items())  # the mean moved
     for name, value in best["model"].items():
         assert torch.allclose(value, expected[name], atol=1e-6), name
     saved = load_model_folder(out / "model").state_dict()

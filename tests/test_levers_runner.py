@@ -27,7 +27,7 @@ def test_cell_record_keeps_the_trainers_best_epoch_and_the_table_subtracts_base(
     _write_metrics(tmp_path / "lever", [_dev(0.52, 0.84, 0.88), _dev(0.51, 0.80, 0.80)], best_epoch=1)
     base = levers.cell_record("base", [], 1, tmp_path / "base", 1.0)
     lever = levers.cell_record("lever", ["--x", "1"], 1, tmp_path / "lever", 1.0)
-    assert base["kept_epoch"] == 2 and base["kept"]["sst"] == 0.50 and base["train_seconds"] == 10.0
+    assert base["kept_epoch"] == 2 and base["kept"]["sst"] == 0.50 and base["seconds"] == 10.0
     assert lever["kept_epoch"] == 1 and len(lever["epochs"]) == 2
     rows = {r["arm"]: r for r in levers.summarize([base, lever], ["base", "lever"])}
     assert rows["lever"]["delta"]["sst"] == pytest.approx(0.02)
@@ -46,8 +46,39 @@ def test_a_run_with_no_finished_evaluation_is_a_clear_error(tmp_path):
 
 
 def test_unknown_arm_names_the_known_ones(capsys):
-    with pytest.raises(SystemExit, match="unknown arm 'nope'"):
+    with pytest.raises(SystemExit, match="unknown arm 'nope'; known: base, lld_0.9"):
         levers.main(["--arms", "base", "nope"])
+
+
+def test_a_task_the_arm_did_not_train_is_a_dash_not_a_crash(tmp_path):
+    _write_metrics(tmp_path / "c", [{"sst": 0.5, "score": 0.5}], best_epoch=1)
+    rows = levers.summarize([levers.cell_record("base", [], 1, tmp_path / "c", 1.0)], ["base"])
+    levers.write_table(rows, tmp_path, "header")
+    assert "| base | `(the defaults)` | 1 | 0.5000 | — | — | 0.5000 |" in (tmp_path / "table.md").read_text()
+
+
+def _fake_cell(calls):
+    """A stand-in for the multitask CLI: records the command, writes a finished cell's metrics."""
+    def run(cmd, **kw):
+        calls.append(cmd)
+        _write_metrics(Path(cmd[cmd.index("--out_dir") + 1]) / "m", [_dev(0.5, 0.8, 0.8)], best_epoch=1)
+        out = Path(cmd[cmd.index("--out_dir") + 1])
+        (out / "metrics.jsonl").write_text((out / "m" / "metrics.jsonl").read_text())
+    return run
+
+
+def test_an_interrupted_cell_resumes_and_another_budget_is_refused(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(subprocess, "run", _fake_cell(calls))
+    (tmp_path / "lv" / "base-s11711").mkdir(parents=True)
+    (tmp_path / "lv" / "base-s11711" / "last.safetensors").write_bytes(b"")  # a checkpoint from a killed run
+    levers.main(["--arms", "base", "msd_4", "--epochs", "1", "--out_dir", str(tmp_path / "lv")])
+    assert calls[0][-1] == "--resume" and "--resume" not in calls[1]
+    assert calls[1][calls[1].index("--epochs") + 1] == "1" and "--head_dropout_samples" in calls[1]
+    with pytest.raises(SystemExit, match="another --out_dir"):
+        levers.main(["--arms", "base", "--epochs", "3", "--out_dir", str(tmp_path / "lv")])
+    with pytest.raises(SystemExit, match="ran with"):
+        levers.main(["--arms", "base", "--epochs", "1", "--out_dir", str(tmp_path / "lv"), "--arm", "base", "--x 1"])
 
 
 def test_two_arms_end_to_end_then_a_rerun_reads_them_back(tiny_checkpoint, tiny_data, tmp_path, monkeypatch):

@@ -42,6 +42,11 @@ def add_technique_args(parser, cli: str) -> None:
         add_dataclass_args(parser.add_argument_group(f"{t.name}: {t.summary}"), t.Config)
 
 
+def conflicts(args) -> List[str]:
+    """What the parsed flags ask for that cannot run together (each technique's own check)."""
+    return [msg for msg in (t.conflict(args) for t in REGISTRY.values()) if msg]
+
+
 def callbacks(args, model, cli: str, seed: int) -> List[Callback]:
     """The loop's callbacks the parsed flags switch on, in registry order."""
     found = [t.callback(t.config(args), model, seed) for t in offered(cli)]

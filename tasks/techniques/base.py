@@ -71,6 +71,10 @@ class Technique:
     def wrap_processors(self, cfg, model: torch.nn.Module, processors: Dict[str, object]) -> Dict[str, object]:
         return processors
 
+    def conflict(self, args: argparse.Namespace) -> Optional[str]:
+        """Why the parsed flags cannot run together with this technique, or None: checked when parsing."""
+        return None
+
 
 class ProcessorWrapper:
     """A processor around another, for a technique that changes the loss or the data: the same batches and

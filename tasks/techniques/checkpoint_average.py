@@ -31,27 +31,27 @@ class CheckpointAverageConfig:
 
 
 def average_state(snapshots: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
-    """The elementwise mean of every floating-point tensor (computed in float32, stored in its own dtype);
-    other tensors (integer buffers such as position ids) are taken from the last snapshot."""
-    last = snapshots[-1]
-    return {k: torch.stack([s[k].float() for s in snapshots]).mean(0).to(v.dtype) if v.is_floating_point()
-            else v.clone() for k, v in last.items()}
+    """The elementwise mean of every floating-point tensor (computed in at least float32, stored in its own
+    dtype); other tensors (integer buffers such as position ids) are taken from the last snapshot."""
+    def mean(k, v):
+        wide = torch.promote_types(v.dtype, torch.float32)
+        return torch.stack([s[k].to(wide) for s in snapshots]).mean(0).to(v.dtype)
+    return {k: mean(k, v) if v.is_floating_point() else v.clone() for k, v in snapshots[-1].items()}
 
 
 def _own_weights(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
-    """A CPU copy of the model's state, under the names of the uncompiled model (torch.compile adds _orig_mod)."""
-    return {k.replace("_orig_mod.", ""): v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 class CheckpointAverageCallback(Callback):
     def __init__(self, model: torch.nn.Module, k: int):
         self.k = k
-        self.average = copy.deepcopy(model)  # made before any torch.compile, so its names are the plain ones
+        self.average = copy.deepcopy(model)  # an eager copy, made before any torch.compile
         self.steps: List[int] = []
         self.snapshots: List[Dict[str, torch.Tensor]] = []
         self._loaded_at: Optional[int] = None
 
-    def on_fit_start(self, trainer) -> None:
+    def on_fit_start(self, trainer) -> None:  # the CLIs refuse this when parsing (conflict below)
         others = [type(c).__name__ for c in trainer.callbacks
                   if c is not self and type(c).eval_model is not Callback.eval_model]
         if others:
@@ -81,6 +81,11 @@ class CheckpointAverageTechnique(Technique):
     name, summary = "checkpoint_average", "the mean of the weights at the last K evaluations"
     Config = CheckpointAverageConfig
     arms = {"average2": (("--average_evaluations", "2"), "mean of the weights at the last 2 evaluations")}
+
+    def conflict(self, args) -> Optional[str]:
+        if getattr(args, "average_evaluations", 0) > 1 and getattr(args, "ema_decay", 0) > 0:
+            return "--average_evaluations does not combine with --ema_decay: both choose the weights to evaluate"
+        return None
 
     def callback(self, cfg: CheckpointAverageConfig, model, seed: int = 0) -> Optional[Callback]:
         return CheckpointAverageCallback(model, cfg.average_evaluations) if cfg.average_evaluations > 1 else None
