@@ -103,7 +103,7 @@ def summarize(records: List[dict], order: List[str]) -> List[dict]:
             continue
         row = {"arm": arm, "flags": " ".join(mine[0]["flags"]) or "(the defaults)", "n": len(mine),
                "wall": sum(r.get("seconds", r.get("train_seconds", 0.0)) for r in mine) / len(mine),
-               "kept_at": "/".join(f"{r['kept_epoch']}:{r.get('kept_step', '?')}" for r in mine)}
+               "kept_at": "/".join(f"{r['kept_epoch']}" + (f":{r['kept_step']}" if "kept_step" in r else "") for r in mine)}
         for key in TASKS + ("score",):  # a task the arm did not train (--tasks) is nan, shown as —
             row[key] = mean_sd([r["kept"].get(key, math.nan) for r in mine])[0]
         rows.append(row)
