@@ -182,7 +182,7 @@ def parse_args(argv=None):
 
 def parse_tune_grid(parser, entries) -> Dict[str, List[str]]:
     """'flag=v1,v2' entries -> {flag: [v1, v2]}; each flag must be a technique's (the values are parsed with it)."""
-    grid = {}
+    grid, cell_parser = {}, classifier.build_parser()  # the parser each cell's flags go through (cell_args)
     for entry in entries or []:
         name, _, values = entry.partition("=")
         if not values or name not in TECHNIQUE_FLAGS:
@@ -191,7 +191,7 @@ def parse_tune_grid(parser, entries) -> Dict[str, List[str]]:
         grid[name] = values.split(",")
         for value in grid[name]:  # now, not hours into the grid: a switch (no value) or a bad value is refused
             try:
-                classifier.build_parser().parse_args([f"--{name}", value])
+                cell_parser.parse_args([f"--{name}", value])
             except SystemExit:
                 parser.error(f"--tune_grid {entry!r}: --{name} {value} is not a valid setting of that flag")
     return grid
