@@ -40,11 +40,17 @@ def test_fewer_than_three_seeds_is_refused(capsys):
     assert "at least 3" in capsys.readouterr().err
 
 
+def _tiny_grid(tiny_checkpoint, tiny_data, out, epochs, max_examples, *rest):
+    """An ablation command on the tiny checkpoint and data: SST, seeds 1-3, batch 8."""
+    return ["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--task", "sst", "--seeds", "1", "2", "3",
+            "--epochs", str(epochs), "--batch_size", "8", "--max_examples", str(max_examples), "--out_dir", str(out),
+            *rest]
+
+
 @pytest.mark.filterwarnings("ignore:.*no checkpoint at")
 def test_grid_writes_tables_and_resume_skips_finished_cells(tiny_checkpoint, tiny_data, tmp_path):
     out = tmp_path / "ablate"
-    base = ["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--task", "sst", "--seeds", "1", "2", "3",
-            "--epochs", "1", "--batch_size", "8", "--max_examples", "16", "--out_dir", str(out)]
+    base = _tiny_grid(tiny_checkpoint, tiny_data, out, 1, 16)
     ablate.main(base + ["--techniques", "plain", "dae", "child_f"])
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted((r["technique"], r["seed"]) for r in records) == sorted(
@@ -97,9 +103,8 @@ def test_paired_interval_and_verdict_by_hand():
 def test_fair_protocol_tunes_each_arms_lr_on_held_out_rows_then_reports_dev_with_paired_intervals(
         tiny_checkpoint, tiny_data, tmp_path):
     out = tmp_path / "fair"
-    ablate.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--task", "sst", "--seeds", "1", "2", "3",
-                 "--epochs", "2", "--batch_size", "8", "--max_examples", "24", "--out_dir", str(out),
-                 "--techniques", "plain", "child_f", "--select_on", "heldout", "--lr_grid", "1e-4", "1e-3"])
+    ablate.main(_tiny_grid(tiny_checkpoint, tiny_data, out, 2, 24, "--techniques", "plain", "child_f",
+                           "--select_on", "heldout", "--lr_grid", "1e-4", "1e-3"))
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     tune = [r for r in records if r["stage"] == "tune"]
     assert sorted((r["technique"], r["lr"]) for r in tune) == [(t, lr) for t in ("child_f", "plain") for lr in (1e-4, 1e-3)]
@@ -143,9 +148,8 @@ def test_a_tune_grid_flag_no_technique_declares_is_refused(capsys):
 def test_tune_grid_chooses_a_techniques_own_flag_on_held_out_rows_and_the_seeds_use_it(
         tiny_checkpoint, tiny_data, tmp_path):
     out = tmp_path / "grid"
-    ablate.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--task", "sst", "--seeds", "1", "2", "3",
-                 "--epochs", "1", "--batch_size", "8", "--max_examples", "24", "--out_dir", str(out),
-                 "--techniques", "plain", "child_f", "--select_on", "heldout", "--tune_grid", "child_tuning_p=0.2,0.9"])
+    ablate.main(_tiny_grid(tiny_checkpoint, tiny_data, out, 1, 24, "--techniques", "plain", "child_f",
+                           "--select_on", "heldout", "--tune_grid", "child_tuning_p=0.2,0.9"))
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     tune = [r for r in records if r["stage"] == "tune"]
     assert [(r["technique"], r["params"]) for r in tune] == [("child_f", {"child_tuning_p": "0.2"}),
@@ -161,8 +165,7 @@ def test_tune_grid_chooses_a_techniques_own_flag_on_held_out_rows_and_the_seeds_
 
 def test_a_grid_from_before_a_flag_existed_still_resumes(tiny_checkpoint, tiny_data, tmp_path, monkeypatch):
     out = tmp_path / "old"
-    argv = ["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--task", "sst", "--seeds", "1", "2", "3",
-            "--epochs", "1", "--batch_size", "8", "--max_examples", "16", "--out_dir", str(out), "--techniques", "plain"]
+    argv = _tiny_grid(tiny_checkpoint, tiny_data, out, 1, 16, "--techniques", "plain")
     ablate.main(argv)
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     for r in records:  # as an older version wrote them: no tuned params, no --average_evaluations in the budget
