@@ -12,8 +12,9 @@ Techniques: plain, dae (TSDAE phase), mlm (MLM phase), contrastive (cosine-MSE p
 Every cell (technique × seed) is one in-process call of the classifier's code path (`tasks.run.run`) with
 the same data, fine-tuning epochs, batch size and learning rate; only the technique's flags differ. The
 phases (DAE, contrastive) are extra passes over the same training data: they are not counted in --epochs
-but listed in the table's "extra epochs" column, and every cell's wall time is measured, so the cost of a
-technique is visible beside its score. Writes, under --out_dir, as soon as each cell finishes:
+but listed in the table's "extra epochs" column, and every cell's wall time (its phases' included) is measured,
+so the cost of a technique is visible beside its score. A seed's phases are trained once and reused by every
+cell that needs them, whatever its learning rate or --finetune_encoder (tasks/phase_cache.py). Writes, under --out_dir, as soon as each cell finishes:
 
     results.jsonl   one line per finished cell (what --resume reads)
     table.md        mean ± sample standard deviation of the dev metric per technique, Δ against plain
@@ -46,6 +47,7 @@ from tasks import classifier  # noqa: E402
 from tasks.data import get_task  # noqa: E402
 from tasks import techniques  # noqa: E402
 from tasks.checkpointing import read_jsonl  # noqa: E402
+from tasks.phase_cache import cached_phases  # noqa: E402
 from tasks.stats import mean_sd, paired_interval, verdict  # noqa: E402
 from tasks.run import parse_with_config, resolved_flags, run, task_files  # noqa: E402
 
@@ -140,7 +142,7 @@ def write_tables(rows: List[dict], out_dir: Path, metric: str, header: str) -> N
     plt.close(fig)
 
 
-ABLATE_ONLY = ("task", "techniques", "seeds", "keep_checkpoints", "lr_grid", "tune_seed", "tune_grid")
+ABLATE_ONLY = ("task", "techniques", "seeds", "keep_checkpoints", "lr_grid", "tune_seed", "tune_grid", "phase_cache")
 PER_CELL = ("seed", "out_dir", "predictions_dir", "resume", "phases", "tasks", "predict_test", "config")
 
 
@@ -162,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "child_tuning_p=0.1,0.3); needs --select_on heldout")
     g.add_argument("--tune_seed", type=int, default=None, help="the seed of the tuning runs (default: a seed not in --seeds)")
     g.add_argument("--keep_checkpoints", action="store_true", help="keep each cell's checkpoints (large)")
+    g.add_argument("--phase_cache", default=None,
+                   help="where each seed's phases (DAE, contrastive) are trained once and reused by every cell and grid "
+                        "that needs them (tasks/phase_cache.py; default: <out_dir>/phases)")
     return p
 
 
@@ -237,6 +242,7 @@ def main(argv=None):
     if any(r["budget"] != budget for r in records):
         sys.exit(f"{results_file} was made with another budget ({records[0]['budget']}); use a new --out_dir")
     metric = get_task(args.task).metric
+    phase_cache = Path(args.phase_cache or out_dir / "phases")
     command = "python tasks/ablate.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
     def run_cell(technique: str, seed: int, lr: float, stage: str, params: dict) -> dict:
@@ -249,13 +255,19 @@ def main(argv=None):
         cell_dir = out_dir / (f"{technique}-seed{seed}" + (f"-lr{lr:g}{tried}" if stage == "tune" else ""))
         cell = cell_args(args, technique, seed, cell_dir, lr, params)
         tqdm.write(f"=== {stage}: {technique}, seed {seed}, lr {lr:g}{tried} ===")
+        train = lambda c: run(c, [args.task], {args.task: task_files(c, args.task, args.task)}, "classifier")  # noqa: E731
+        phases, phase_seconds = cell.phases[:-1], 0.0
+        if phases:  # trained once per seed (and phase setting), then every cell starts from the saved encoder
+            cell.model, phase_seconds, _ = cached_phases(cell, phases, phase_cache, train)
+            cell.phases = ("finetune",)
         t0 = time.time()
-        scores = run(cell, [args.task], {args.task: task_files(cell, args.task, args.task)}, "classifier")
+        scores = train(cell)
         history = [r for r in read_jsonl(cell_dir / "metrics.jsonl") if "final" not in r]
         record = {"technique": technique, "seed": seed, "lr": lr, "params": params, "stage": stage,
                   "score": scores[args.task],
                   "selection": max(h["dev"]["score"] for h in history), "metric": metric,
-                  "wall_seconds": round(time.time() - t0, 1), "finetune_epochs": args.epochs,
+                  "wall_seconds": round(time.time() - t0 + phase_seconds, 1), "phase_seconds": phase_seconds,
+                  "finetune_epochs": args.epochs,
                   "extra_epochs": sum(getattr(cell, f"{p}_epochs") for p in technique_args(technique)[0]),
                   "budget": budget}
         with open(results_file, "a", encoding="utf-8") as f:

@@ -200,7 +200,7 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, batc
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
         write_run_config(args, config.out_dir)
 
-    phase_scores = run_phases(args, model, processors, tokenizer, config)  # DAE / contrastive, if asked for
+    phase_scores = run_phases(args, model, processors, tokenizer, config, selection)  # DAE / contrastive, if asked for
     if "finetune" not in args.phases:
         if rank == 0:
             folder = save_encoder(model.bert, args.model, Path(config.out_dir) / "encoder")

@@ -138,3 +138,26 @@ def test_bad_phases_are_a_clear_error(capsys, value, message):
     with pytest.raises(SystemExit):
         classifier.parse_args(["--phases", value])
     assert message in capsys.readouterr().err
+
+
+def test_under_select_on_heldout_each_phase_picks_its_epoch_on_the_held_out_rows_never_dev(
+        tiny_checkpoint, tiny_data, tmp_path, monkeypatch):
+    from tasks.techniques import phases
+    seen, dae, contrastive = {}, phases.DenoisingProcessor, phases.ContrastiveProcessor
+
+    def spy(name, cls, dev_at):
+        def build(*a, **k):
+            seen[name] = (list(a[0]), list(a[dev_at]))
+            return cls(*a, **k)
+        return build
+    monkeypatch.setattr(phases, "DenoisingProcessor", spy("dae", dae, 8))
+    monkeypatch.setattr(phases, "ContrastiveProcessor", spy("contrastive", contrastive, 11))
+    _classify(tiny_checkpoint, tiny_data, tmp_path, "--phases", "dae,contrastive,finetune", "--select_on", "heldout",
+              "--heldout_fraction", "0.25")
+    rows = subsample(load_sentiment(tiny_data / "ids-sst-train.csv"), 16)
+    dev_sentences = {e.sentence for e in load_sentiment(tiny_data / "ids-sst-dev.csv")}
+    held = [e for e in rows if e.sentence not in set(seen["dae"][0])]
+    assert len(held) == 4  # a quarter of the 16 rows: not trained on by either phase
+    assert seen["dae"][1] == [e.sentence for e in held] and not set(seen["dae"][1]) & dev_sentences
+    assert seen["contrastive"][1] == [(e.sentence, e.label) for e in held]
+    assert not {s for s, _ in seen["contrastive"][0]} & set(seen["dae"][1])

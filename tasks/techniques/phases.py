@@ -7,7 +7,7 @@
 Each phase before fine-tuning is a `Trainer` run of its own over a wrapper that shares the encoder object with
 the fine-tuning model (the DAE: encoder + decoder; contrastive: encoder + pooling), so fine-tuning starts
 from the weights the phases leave. Each phase keeps its best epoch by dev loss (the paper selects each
-phase's model on the validation set), and writes its metrics.jsonl and checkpoints under
+phase's model on the validation set; under --select_on heldout, on the held-out training rows), and writes its metrics.jsonl and checkpoints under
 <out_dir>/phase-<name>/; `--resume` skips a finished phase.
 
 Budget: the phases are extra passes over the same training data (no other data). `--epochs` counts only
@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 import shutil
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -98,12 +98,14 @@ def _labelled(processors: Dict[str, object], split: str):
     return [(e.sentence, e.label if len(names) == 1 else f"{n}:{e.label}") for n in names for e in processors[n].splits[split]]
 
 
-def build_phase(phase: str, args, model, processors: Dict[str, object], tokenizer, seed: int):
-    """(wrapper model sharing model.bert, processor) of one phase."""
-    dev_n = args.phase_dev_examples
+def build_phase(phase: str, args, model, processors: Dict[str, object], tokenizer, seed: int,
+                selection: Optional[Dict[str, object]] = None):
+    """(wrapper model sharing model.bert, processor) of one phase. Its dev loss (which picks the phase's best
+    epoch) is read on the "dev" split of `selection`: the held-out training rows under --select_on heldout."""
+    dev_n, selection = args.phase_dev_examples, selection or processors
     if phase == "dae":
         train = [s for p in processors.values() for s in _sentences(p, "train")]
-        dev = [s for p in processors.values() for s in _sentences(p, "dev")][:dev_n]
+        dev = [s for p in selection.values() for s in _sentences(p, "dev")][:dev_n]
         proc = DenoisingProcessor(train, tokenizer, args.dae_objective, args.dae_deletion_ratio, args.dae_mask_prob,
                                   args.batch_size, args.max_length, seed, dev)
         if args.dae_objective == "mlm":
@@ -116,7 +118,7 @@ def build_phase(phase: str, args, model, processors: Dict[str, object], tokenize
         proc = ContrastiveProcessor(_labelled(processors, "train"), tokenizer, args.contrastive_loss,
                                     args.contrastive_temperature, args.imbalance_correction, args.imbalance_min_ratio,
                                     args.imbalance_max_ratio, args.stopword_p, args.batch_size, args.max_length, seed,
-                                    _labelled(processors, "dev")[:dev_n], augmentation=args.contrastive_augmentation,
+                                    _labelled(selection, "dev")[:dev_n], augmentation=args.contrastive_augmentation,
                                     balance_pairs=args.contrastive_balance_pairs)
         return MultitaskBert(model.bert, tasks=(), pooling=model.pooling), proc
     raise ValueError(f"unknown phase {phase!r}")
@@ -148,8 +150,10 @@ def _phase_evaluator(processor):
     return evaluate
 
 
-def run_phases(args, model, processors: Dict[str, object], tokenizer, config) -> Dict[str, float]:
-    """Train model.bert in place through each phase before fine-tuning. Returns {"<phase>_dev_loss": best}."""
+def run_phases(args, model, processors: Dict[str, object], tokenizer, config,
+               selection: Optional[Dict[str, object]] = None) -> Dict[str, float]:
+    """Train model.bert in place through each phase before fine-tuning. Returns {"<phase>_dev_loss": best}, each
+    read on `selection`'s dev split (the fine-tuning's selection rows; default: dev)."""
     from ..trainer import Trainer  # (the trainer imports the techniques' base: a top-level import would be circular)
     results = {}
     phases = [p for p in getattr(args, "phases", ("finetune",)) if p != "finetune"]
@@ -157,7 +161,7 @@ def run_phases(args, model, processors: Dict[str, object], tokenizer, config) ->
     for p in frozen:
         p.requires_grad = True
     for phase in phases:
-        wrapper, proc = build_phase(phase, args, model, processors, tokenizer, config.seed)
+        wrapper, proc = build_phase(phase, args, model, processors, tokenizer, config.seed, selection)
         out_dir = Path(config.out_dir) / f"phase-{phase}"
         phase_config = dataclasses.replace(
             config, epochs=getattr(args, f"{phase}_epochs"), lr=args.phase_lr, head_lr=args.phase_head_lr,

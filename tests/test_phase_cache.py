@@ -1,0 +1,69 @@
+"""The ablation grid's phase cache: each seed's phases trained once, reused across learning rates, arms and
+grids (a frozen-encoder grid beside a full one), and never read for another phase setting."""
+import json
+
+import pytest
+
+from tasks import ablate
+from tasks.phase_cache import phase_key
+
+from test_ablate import _tiny_grid
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_the_key_follows_the_phase_settings_and_not_the_finetuning():
+    cell = ablate.cell_args(ablate.parse_args(["--model", "m", "--seeds", "1", "2", "3"]), "3phase", 1,
+                            __import__("pathlib").Path("x"), 1e-4)
+    key = phase_key(cell, ("dae",), "m")
+    assert key.startswith("dae-seed1-")
+    same = vars(cell) | {"lr": 5e-4, "head_lr": 1.0, "epochs": 9, "finetune_encoder": "frozen", "out_dir": "y",
+                         "adv_epsilon": 3.0, "child_tuning_p": 0.9}
+    assert phase_key(type(cell)(**same), ("dae",), "m") == key
+    for change in ({"dae_epochs": 12}, {"phase_lr": 1e-4}, {"seed": 2}, {"max_examples": 7}, {"heldout_fraction": 0.3},
+                   {"contrastive_augmentation": 4}):
+        assert phase_key(type(cell)(**(vars(cell) | change)), ("dae",), "m") != key, change
+    assert phase_key(cell, ("dae", "contrastive"), "m") != key and phase_key(cell, ("dae",), "other") != key
+
+
+@pytest.mark.filterwarnings("ignore:.*no checkpoint at")
+def test_phases_train_once_per_seed_and_a_frozen_grid_reuses_them(tiny_checkpoint, tiny_data, tmp_path):
+    cache = tmp_path / "phases"
+    common = ["--techniques", "plain", "dae", "3phase", "--select_on", "heldout", "--heldout_fraction", "0.25",
+              "--contrastive_augmentation", "1", "--phase_cache", str(cache)]
+    ablate.main(_tiny_grid(tiny_checkpoint, tiny_data, tmp_path / "full", 1, 24, *common, "--lr_grid", "1e-4", "1e-3"))
+    entries = sorted(p.name.rsplit("-", 1)[0] for p in cache.iterdir())
+    # seeds 1-3 and the tuning seed 4: DAE once, contrastive-after-DAE once, whatever the lr or the arm
+    assert entries == sorted(f"{phases}-seed{s}" for s in (1, 2, 3, 4) for phases in ("dae", "dae-contrastive"))
+    trained = {p.name: json.loads((p / "phase.json").read_text()) for p in cache.iterdir()}
+    for name, record in trained.items():
+        assert (cache / name / "encoder" / "config.json").is_file() and record["seconds"] > 0
+        assert not [f for f in (cache / name).rglob("*.safetensors") if f.parent.name != "encoder"]
+        if name.startswith("dae-contrastive"):  # starts from the DAE entry of its seed
+            seed = name.split("-")[2]
+            assert record["from"] == str(next(cache.glob(f"dae-{seed}-*")) / "encoder")
+    records = [json.loads(x) for x in (tmp_path / "full" / "results.jsonl").read_text().splitlines()]
+    for r in records:
+        if r["technique"] == "plain":
+            assert r["phase_seconds"] == 0.0
+            continue
+        dae = next(v for k, v in trained.items() if k.startswith(f"dae-seed{r['seed']}-"))
+        both = next(v for k, v in trained.items() if k.startswith(f"dae-contrastive-seed{r['seed']}-"))
+        expected = dae["seconds"] + (both["seconds"] if r["technique"] == "3phase" else 0.0)
+        assert r["phase_seconds"] == pytest.approx(expected) and r["wall_seconds"] >= expected
+        config = json.loads((tmp_path / "full" / f"{r['technique']}-seed{r['seed']}" / "run_config.json").read_text()) \
+            if r["stage"] == "main" else None
+        if config:  # the cell fine-tuned from the cached encoder, with no phase of its own
+            assert config["model"].startswith(str(cache)) and config["phases"] == ["finetune"]
+
+    stamps = {p: p.stat().st_mtime_ns for p in cache.rglob("phase.json")}
+    ablate.main(_tiny_grid(tiny_checkpoint, tiny_data, tmp_path / "frozen", 1, 24, *common,
+                           "--finetune_encoder", "frozen"))
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("phase.json")} == stamps  # nothing trained again
+    frozen = [json.loads(x) for x in (tmp_path / "frozen" / "results.jsonl").read_text().splitlines()]
+    assert len(frozen) == 9 and all(r["score"] > 0 for r in frozen)
+
+    ablate.main(_tiny_grid(tiny_checkpoint, tiny_data, tmp_path / "longer", 1, 24, "--techniques", "dae",
+                           "--select_on", "heldout", "--heldout_fraction", "0.25", "--dae_epochs", "2",
+                           "--phase_cache", str(cache)))
+    assert len(list(cache.rglob("phase.json"))) == len(stamps) + 3  # another phase setting: its own entries
