@@ -6,7 +6,8 @@ from .data import (MaskedSentenceCollator, SemiSupervisedProcessor, labeled_spli
 from .losses import (VARIANTS, auxiliary_class_loss, discriminator_fake_loss, discriminator_real_loss,
                      fake_log_probs, feature_matching_loss, gan_losses, generator_adversarial_loss, supervised_loss)
 from .model import Discriminator, EmbeddingGan, GanBert, GanConfig, Generator
-from .probe import LinearProbe, fit_linear_probe, pca, project, spread_ratio
+from .diversity import spread_ratio
+from .probe import LinearProbe, fit_linear_probe, pca, project
 from .trainer import GanTrainer
 
 __all__ = [

@@ -24,7 +24,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .diversity import diversity, knn_radii, spread_ratio  # noqa: F401  (spread_ratio: re-exported)
+from .diversity import diversity, knn_radii
 
 
 def pca(x: torch.Tensor, k: int = 2) -> Tuple[torch.Tensor, torch.Tensor]:

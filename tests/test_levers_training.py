@@ -125,6 +125,16 @@ def test_rdrop_refuses_to_stack_on_adversarial_training(tiny_checkpoint, tiny_da
         RDropProcessor(cat["sst"], 1.0)
 
 
+@pytest.mark.parametrize("flags, message", [(["--rdrop_alpha", "1", "--adversarial"], "does not combine with --adversarial"),
+                                            (["--rdrop_alpha", "-1"], "must be >= 0")])
+def test_rdrop_conflicts_are_refused_when_parsing_before_any_phase(flags, message, capsys):
+    from tasks import classifier, multitask
+    for cli in (classifier, multitask):
+        with pytest.raises(SystemExit):
+            cli.parse_args(flags + ["--phases", "dae,finetune"])
+        assert message in capsys.readouterr().err
+
+
 # ---- multi-sample dropout and the STS map, through the model ---------------------------------------------------
 
 def test_head_dropout_samples_average_the_head_over_k_masks(tiny_checkpoint, tiny_data):

@@ -1,6 +1,7 @@
 """The ablation grid's phase cache: each seed's phases trained once, reused across learning rates, arms and
 grids (a frozen-encoder grid beside a full one), and never read for another phase setting."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_the_key_follows_the_phase_settings_and_not_the_finetuning():
     cell = ablate.cell_args(ablate.parse_args(["--model", "m", "--seeds", "1", "2", "3"]), "3phase", 1,
-                            __import__("pathlib").Path("x"), 1e-4)
+                            Path("x"), 1e-4)
     key = phase_key(cell, ("dae",), "m")
     assert key.startswith("dae-seed1-")
     same = vars(cell) | {"lr": 5e-4, "head_lr": 1.0, "epochs": 9, "finetune_encoder": "frozen", "out_dir": "y",

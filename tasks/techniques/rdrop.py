@@ -14,7 +14,7 @@ Cost: a second forward and backward of every batch, about twice the step time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
@@ -59,6 +59,14 @@ class RDropTechnique(Technique):
     name, summary, Config = "rdrop", "R-Drop: consistency between two dropout passes (Liang et al. 2021)", RDropConfig
     clis = ("multitask", "classifier")
     arms = {"rdrop": (("--rdrop_alpha", "1.0"), "R-Drop (α = 1)")}
+
+    def conflict(self, args) -> Optional[str]:
+        alpha = getattr(args, "rdrop_alpha", 0.0)
+        if alpha < 0:
+            return f"--rdrop_alpha must be >= 0, got {alpha}"
+        if alpha > 0 and getattr(args, "adversarial", False):
+            return "--rdrop_alpha does not combine with --adversarial: both replace the task loss"
+        return None
 
     def wrap_processors(self, cfg: RDropConfig, model, processors: Dict[str, object]) -> Dict[str, object]:
         if cfg.rdrop_alpha == 0:
