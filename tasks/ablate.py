@@ -266,7 +266,7 @@ def main(argv=None):
         record = {"technique": technique, "seed": seed, "lr": lr, "params": params, "stage": stage,
                   "score": scores[args.task],
                   "selection": max(h["dev"]["score"] for h in history), "metric": metric,
-                  "wall_seconds": round(time.time() - t0 + phase_seconds, 1), "phase_seconds": phase_seconds,
+                  "wall_seconds": round(time.time() - t0 + phase_seconds, 1), "phase_seconds": round(phase_seconds, 1),
                   "finetune_epochs": args.epochs,
                   "extra_epochs": sum(getattr(cell, f"{p}_epochs") for p in technique_args(technique)[0]),
                   "budget": budget}

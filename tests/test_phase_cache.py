@@ -51,7 +51,7 @@ def test_phases_train_once_per_seed_and_a_frozen_grid_reuses_them(tiny_checkpoin
         dae = next(v for k, v in trained.items() if k.startswith(f"dae-seed{r['seed']}-"))
         both = next(v for k, v in trained.items() if k.startswith(f"dae-contrastive-seed{r['seed']}-"))
         expected = dae["seconds"] + (both["seconds"] if r["technique"] == "3phase" else 0.0)
-        assert r["phase_seconds"] == pytest.approx(expected) and r["wall_seconds"] >= expected
+        assert r["phase_seconds"] == pytest.approx(expected, abs=0.06) and r["wall_seconds"] >= r["phase_seconds"]
         config = json.loads((tmp_path / "full" / f"{r['technique']}-seed{r['seed']}" / "run_config.json").read_text()) \
             if r["stage"] == "main" else None
         if config:  # the cell fine-tuned from the cached encoder, with no phase of its own
