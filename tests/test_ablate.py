@@ -55,7 +55,7 @@ def test_grid_writes_tables_and_resume_skips_finished_cells(tiny_checkpoint, tin
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted((r["technique"], r["seed"]) for r in records) == sorted(
         (t, s) for t in ("plain", "dae", "child_f") for s in (1, 2, 3))
-    assert {r["technique"]: r["extra_epochs"] for r in records} == {"plain": 0, "dae": 1, "child_f": 0}
+    assert {r["technique"]: r["extra_epochs"] for r in records} == {"plain": 0, "dae": 6, "child_f": 0}
     with open(out / "table.csv", newline="") as f:
         table = {row["technique"]: row for row in csv.DictReader(f)}
     for name, row in table.items():

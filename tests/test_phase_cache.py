@@ -21,8 +21,8 @@ def test_the_key_follows_the_phase_settings_and_not_the_finetuning():
     same = vars(cell) | {"lr": 5e-4, "head_lr": 1.0, "epochs": 9, "finetune_encoder": "frozen", "out_dir": "y",
                          "adv_epsilon": 3.0, "child_tuning_p": 0.9}
     assert phase_key(type(cell)(**same), ("dae",), "m") == key
-    for change in ({"dae_epochs": 12}, {"phase_lr": 1e-4}, {"seed": 2}, {"max_examples": 7}, {"heldout_fraction": 0.3},
-                   {"contrastive_augmentation": 4}):
+    for change in ({"dae_epochs": 12}, {"phase_lr": 3e-5}, {"seed": 2}, {"max_examples": 7}, {"heldout_fraction": 0.3},
+                   {"contrastive_augmentation": 12}):
         assert phase_key(type(cell)(**(vars(cell) | change)), ("dae",), "m") != key, change
     assert phase_key(cell, ("dae", "contrastive"), "m") != key and phase_key(cell, ("dae",), "other") != key
 

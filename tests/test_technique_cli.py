@@ -99,12 +99,12 @@ def test_the_papers_third_phase_a_reference_head_on_a_frozen_encoder_is_kept_and
 
 @pytest.mark.filterwarnings("ignore:.*no checkpoint at")
 def test_resume_skips_finished_phases(tiny_checkpoint, tiny_data, tmp_path):
-    flags = ["--phases", "dae,contrastive,finetune", "--resume"]
+    flags = ["--phases", "dae,contrastive,finetune", "--dae_epochs", "2", "--resume"]
     first = _classify(tiny_checkpoint, tiny_data, tmp_path, *flags)
     again = _classify(tiny_checkpoint, tiny_data, tmp_path, *flags)
     assert again == first
-    for phase in ("dae", "contrastive"):
-        assert len(_records(tmp_path / "sst-finetune" / f"phase-{phase}" / "metrics.jsonl")) == 1
+    for phase, epochs in (("dae", 2), ("contrastive", 1)):  # one record per epoch: nothing ran twice
+        assert len(_records(tmp_path / "sst-finetune" / f"phase-{phase}" / "metrics.jsonl")) == epochs
 
 
 def test_multitask_adversarial_with_siamese_heads(tiny_checkpoint, tiny_data, tmp_path):

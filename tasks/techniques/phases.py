@@ -52,10 +52,10 @@ def parse_phases(text: str) -> Tuple[str, ...]:
 class PhasesConfig:
     phases: Tuple[str, ...] = flag(("finetune",), "comma-separated, in order: dae,contrastive,finetune (without "
                                    "finetune: save the encoder)", type=parse_phases)
-    phase_lr: float = flag(3e-5, "encoder learning rate of both phases (the paper uses one)")
+    phase_lr: float = flag(1e-4, "encoder learning rate of both phases (one, as the reference: 1e-4)")
     phase_head_lr: float = flag(1e-4, "learning rate of the DAE decoder / MLM head")
     phase_dev_examples: int = flag(1000, "dev examples for each phase's dev loss")
-    dae_epochs: int = flag(1, "epochs of the DAE phase")
+    dae_epochs: int = flag(6, "epochs of the DAE phase (the reference: 12; 6 helped in docs/techniques.md)")
     dae_objective: str = flag("tsdae", "tsdae: delete words, reconstruct from the sentence vector; mlm: masked-language "
                                        "model", choices=("tsdae", "mlm"))
     dae_deletion_ratio: float = flag(0.6, "(tsdae) share of words deleted")
@@ -68,8 +68,9 @@ class PhasesConfig:
     contrastive_epochs: int = flag(1, "epochs of the contrastive phase")
     contrastive_loss: str = flag("cosine_mse", "the contrastive phase's loss", choices=LOSSES)
     contrastive_temperature: float = flag(0.1, "(supcon) temperature τ")
-    contrastive_augmentation: int = flag(12, "(contrastive) pairs per example before balancing = this × ⌊log₂ classes⌋ "
-                                             "(the reference: 12; 1 costs about what the old phase did)")
+    contrastive_augmentation: int = flag(4, "(contrastive) pairs per example before balancing = this × ⌊log₂ classes⌋ "
+                                            "(the reference: 12; 4 helped in docs/techniques.md; 1 costs about what the "
+                                            "old phase did)")
     contrastive_balance_pairs: bool = flag(True, "(contrastive) cut same- and different-class pairs to equal counts, as "
                                                  "the reference")
     imbalance_correction: bool = flag(True, "repeat a class round(f) times where f ≥ --imbalance_min_ratio (the "
