@@ -11,10 +11,13 @@ read back, an interrupted one resumes from its last checkpoint (`--resume`), so 
 300 steps. Writes, under --out_dir, as soon as each cell finishes:
 
     results.jsonl   one line per finished cell: arm, flags, seed, per-epoch dev scores, the kept epoch, wall
-    table.md        per arm: the kept epoch's SST / Quora / STS / overall (mean over seeds), Δ vs base, wall
+    table.md        per arm: the kept epoch's SST / Quora / STS / overall (mean over seeds), Δ vs base, the paired
+                    95% interval of the overall score against base over their common seeds and its verdict, wall
 
 A table from one seed cannot separate differences smaller than the seed-to-seed spread of the default run
-(about a point on Quora, half a point on SST; docs/results.md): read it as a screen, not a verdict.
+(about a point on Quora, half a point on SST; docs/results.md): read it as a screen, not a verdict. With the
+same ≥3 seeds for an arm and base, the interval is the fair protocol's verdict (helps / harms only when it
+excludes 0).
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tasks.checkpointing import atomic_write_text, read_jsonl, write_jsonl  # noqa: E402
-from tasks.stats import mean_sd  # noqa: E402
+from tasks.stats import mean_sd, paired_interval, verdict  # noqa: E402
 
 # name -> the flags that differ from the default run (docs/levers.md says what each one does)
 ARMS: Dict[str, List[str]] = {
@@ -108,8 +111,12 @@ def summarize(records: List[dict], order: List[str]) -> List[dict]:
             row[key] = mean_sd([r["kept"].get(key, math.nan) for r in mine])[0]
         rows.append(row)
     base = next((r for r in rows if r["arm"] == "base"), None)
+    base_scores = {r["seed"]: r["kept"]["score"] for r in records if r["arm"] == "base"}
     for row in rows:
         row["delta"] = {k: row[k] - base[k] for k in TASKS + ("score",)} if base else None
+        mine = {r["seed"]: r["kept"]["score"] for r in records if r["arm"] == row["arm"]}
+        row["paired"] = paired_interval(mine, base_scores)  # the overall score's, seed by seed against base
+        row["verdict"] = verdict(row["paired"]) if row["arm"] != "base" and base_scores else ""
     return rows
 
 
@@ -119,15 +126,17 @@ def order(arms: Dict[str, List[str]], records: List[dict]) -> List[str]:
 
 
 def write_table(rows: List[dict], out_dir: Path, header: str) -> None:
-    lines = [header, "", "| arm | flags | seeds | SST | Quora | STS | overall | Δ overall | kept at epoch:step | s / cell |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    lines = [header, "", "| arm | flags | seeds | SST | Quora | STS | overall | Δ overall | paired 95% interval | verdict | "
+             "kept at epoch:step | s / cell |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |"]
     for r in rows:
         d = r["delta"]
         cells = ["—" if math.isnan(r[k]) else f"{r[k]:.4f}" + (f" ({d[k]:+.4f})" if d and r["arm"] != "base" else "")
                  for k in TASKS]
         delta = f"{d['score']:+.4f}" if d and r["arm"] != "base" else ""
+        p = r.get("paired", {})
+        interval = f"[{p['lo']:+.4f}, {p['hi']:+.4f}]" if r.get("verdict") and p["lo"] <= p["hi"] else ""
         lines.append(f"| {r['arm']} | `{r['flags']}` | {r['n']} | {' | '.join(cells)} | {r['score']:.4f} | {delta} | "
-                     f"{r['kept_at']} | {r['wall']:.0f} |")
+                     f"{interval} | {r.get('verdict', '')} | {r['kept_at']} | {r['wall']:.0f} |")
     atomic_write_text(out_dir / "table.md", "\n".join(lines) + "\n")
 
 
@@ -147,7 +156,7 @@ def main(argv=None) -> None:
         if r.setdefault("budget", budget) != budget:  # (a record without one predates the field)
             sys.exit(f"{results} holds cells run with {r['budget']}, not {budget}: use another --out_dir")
     header = (f"Levers on `python tasks/multitask.py --epochs {args.epochs} {args.extra}`, one at a time; the kept "
-              "epoch is the best overall dev score; (Δ) against base with the same seeds; s / cell: training and evaluation, per cell.")
+              "epoch is the best overall dev score; (Δ) against base with the same seeds; the paired interval is of the overall score's per-seed difference (tasks/stats.py); s / cell: training and evaluation, per cell.")
     for name, flags in arms.items():
         for seed in args.seeds:
             done = [r for r in records if r["arm"] == name and r["seed"] == seed]

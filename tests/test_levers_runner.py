@@ -97,3 +97,21 @@ def test_two_arms_end_to_end_then_a_rerun_reads_them_back(tiny_checkpoint, tiny_
     monkeypatch.setattr(subprocess, "run", no_subprocess)
     levers.main(argv)  # both cells are in results.jsonl: nothing runs, the table is written again
     assert "| msd_4 |" in (tmp_path / "lv" / "table.md").read_text()
+
+
+def test_the_table_gives_the_paired_interval_of_the_overall_score_against_base(tmp_path):
+    from tasks.stats import paired_interval
+    records = []
+    for seed, (b, x) in enumerate([(0.40, 0.43), (0.50, 0.52), (0.45, 0.49)], start=1):
+        for arm, sst in (("base", b), ("lever", x)):
+            _write_metrics(tmp_path / f"{arm}{seed}", [_dev(sst, 0.8, 0.8)], best_epoch=1)
+            records.append(levers.cell_record(arm, [], seed, tmp_path / f"{arm}{seed}", 1.0))
+    rows = {r["arm"]: r for r in levers.summarize(records, ["base", "lever"])}
+    # the overall score moves by a third of SST's difference: +0.01, +0.00667, +0.01333, all above 0
+    by_hand = paired_interval({s: (x + 0.8 + 0.9) / 3 for s, x in ((1, .43), (2, .52), (3, .49))},
+                              {s: (b + 0.8 + 0.9) / 3 for s, b in ((1, .40), (2, .50), (3, .45))})
+    assert rows["lever"]["paired"]["lo"] == pytest.approx(by_hand["lo"]) and by_hand["lo"] > 0
+    assert rows["lever"]["verdict"] == "helps" and rows["base"]["verdict"] == ""
+    levers.write_table(list(rows.values()), tmp_path, "header")
+    line = next(x for x in (tmp_path / "table.md").read_text().splitlines() if x.startswith("| lever |"))
+    assert f"[{by_hand['lo']:+.4f}, {by_hand['hi']:+.4f}] | helps |" in line
