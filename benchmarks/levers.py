@@ -100,6 +100,7 @@ def cell_record(arm: str, flags: List[str], seed: int, cell_dir: Path, wall: flo
 
 def summarize(records: List[dict], order: List[str]) -> List[dict]:
     rows = []
+    base_scores = {r["seed"]: r["kept"]["score"] for r in records if r["arm"] == "base"}
     for arm in order:
         mine = [r for r in records if r["arm"] == arm]
         if not mine:
@@ -109,14 +110,13 @@ def summarize(records: List[dict], order: List[str]) -> List[dict]:
                "kept_at": "/".join(f"{r['kept_epoch']}" + (f":{r['kept_step']}" if "kept_step" in r else "") for r in mine)}
         for key in TASKS + ("score",):  # a task the arm did not train (--tasks) is nan, shown as —
             row[key] = mean_sd([r["kept"].get(key, math.nan) for r in mine])[0]
+        # the overall score's per-seed difference against base, over the seeds both have
+        row["paired"] = paired_interval({r["seed"]: r["kept"]["score"] for r in mine}, base_scores)
+        row["verdict"] = verdict(row["paired"]) if arm != "base" and base_scores else ""
         rows.append(row)
     base = next((r for r in rows if r["arm"] == "base"), None)
-    base_scores = {r["seed"]: r["kept"]["score"] for r in records if r["arm"] == "base"}
     for row in rows:
         row["delta"] = {k: row[k] - base[k] for k in TASKS + ("score",)} if base else None
-        mine = {r["seed"]: r["kept"]["score"] for r in records if r["arm"] == row["arm"]}
-        row["paired"] = paired_interval(mine, base_scores)  # the overall score's, seed by seed against base
-        row["verdict"] = verdict(row["paired"]) if row["arm"] != "base" and base_scores else ""
     return rows
 
 
@@ -133,10 +133,10 @@ def write_table(rows: List[dict], out_dir: Path, header: str) -> None:
         cells = ["—" if math.isnan(r[k]) else f"{r[k]:.4f}" + (f" ({d[k]:+.4f})" if d and r["arm"] != "base" else "")
                  for k in TASKS]
         delta = f"{d['score']:+.4f}" if d and r["arm"] != "base" else ""
-        p = r.get("paired", {})
-        interval = f"[{p['lo']:+.4f}, {p['hi']:+.4f}]" if r.get("verdict") and p["lo"] <= p["hi"] else ""
+        p = r["paired"]
+        interval = f"[{p['lo']:+.4f}, {p['hi']:+.4f}]" if r["verdict"] and p["lo"] <= p["hi"] else ""
         lines.append(f"| {r['arm']} | `{r['flags']}` | {r['n']} | {' | '.join(cells)} | {r['score']:.4f} | {delta} | "
-                     f"{interval} | {r.get('verdict', '')} | {r['kept_at']} | {r['wall']:.0f} |")
+                     f"{interval} | {r['verdict']} | {r['kept_at']} | {r['wall']:.0f} |")
     atomic_write_text(out_dir / "table.md", "\n".join(lines) + "\n")
 
 
@@ -156,7 +156,8 @@ def main(argv=None) -> None:
         if r.setdefault("budget", budget) != budget:  # (a record without one predates the field)
             sys.exit(f"{results} holds cells run with {r['budget']}, not {budget}: use another --out_dir")
     header = (f"Levers on `python tasks/multitask.py --epochs {args.epochs} {args.extra}`, one at a time; the kept "
-              "epoch is the best overall dev score; (Δ) against base with the same seeds; the paired interval is of the overall score's per-seed difference (tasks/stats.py); s / cell: training and evaluation, per cell.")
+              "epoch is the best overall dev score; (Δ) against base with the same seeds; the paired interval is of the "
+              "overall score's per-seed difference (tasks/stats.py); s / cell: training and evaluation, per cell.")
     for name, flags in arms.items():
         for seed in args.seeds:
             done = [r for r in records if r["arm"] == name and r["seed"] == seed]

@@ -14,7 +14,8 @@ the same data, fine-tuning epochs, batch size and learning rate; only the techni
 phases (DAE, contrastive) are extra passes over the same training data: they are not counted in --epochs
 but listed in the table's "extra epochs" column, and every cell's wall time (its phases' included) is measured,
 so the cost of a technique is visible beside its score. A seed's phases are trained once and reused by every
-cell that needs them, whatever its learning rate or --finetune_encoder (tasks/phase_cache.py). Writes, under --out_dir, as soon as each cell finishes:
+cell that needs them, whatever its learning rate or --finetune_encoder (tasks/phase_cache.py). Writes, under
+--out_dir, as soon as each cell finishes:
 
     results.jsonl   one line per finished cell (what --resume reads)
     table.md        mean ± sample standard deviation of the dev metric per technique, Δ against plain
@@ -243,6 +244,7 @@ def main(argv=None):
         sys.exit(f"{results_file} was made with another budget ({records[0]['budget']}); use a new --out_dir")
     metric = get_task(args.task).metric
     phase_cache = Path(args.phase_cache or out_dir / "phases")
+    train = lambda c: run(c, [args.task], {args.task: task_files(c, args.task, args.task)}, "classifier")  # noqa: E731
     command = "python tasks/ablate.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
     def run_cell(technique: str, seed: int, lr: float, stage: str, params: dict) -> dict:
@@ -255,10 +257,9 @@ def main(argv=None):
         cell_dir = out_dir / (f"{technique}-seed{seed}" + (f"-lr{lr:g}{tried}" if stage == "tune" else ""))
         cell = cell_args(args, technique, seed, cell_dir, lr, params)
         tqdm.write(f"=== {stage}: {technique}, seed {seed}, lr {lr:g}{tried} ===")
-        train = lambda c: run(c, [args.task], {args.task: task_files(c, args.task, args.task)}, "classifier")  # noqa: E731
         phases, phase_seconds = cell.phases[:-1], 0.0
         if phases:  # trained once per seed (and phase setting), then every cell starts from the saved encoder
-            cell.model, phase_seconds, _ = cached_phases(cell, phases, phase_cache, train)
+            cell.model, phase_seconds = cached_phases(cell, phases, phase_cache, train)
             cell.phases = ("finetune",)
         t0 = time.time()
         scores = train(cell)

@@ -46,10 +46,11 @@ def phase_key(cell: argparse.Namespace, phases: Sequence[str], base_model: str) 
 
 
 def cached_phases(cell: argparse.Namespace, phases: Sequence[str], cache_dir: Path,
-                  train: Callable[[argparse.Namespace], Dict[str, float]]) -> Tuple[str, float, Dict[str, float]]:
+                  train: Callable[[argparse.Namespace], Dict[str, float]]) -> Tuple[str, float]:
     """The encoder after `phases` for this cell's seed and data: (folder for --model, the seconds its phases took
-    to train, their dev losses). Each prefix is trained with `train` (a phases-only run) the first time only."""
-    model, seconds, losses = cell.model, 0.0, {}
+    to train; their dev losses are in each entry's phase.json). Each prefix is trained with `train` (a
+    phases-only run) the first time only."""
+    model, seconds = cell.model, 0.0
     for i in range(len(phases)):
         entry = Path(cache_dir) / phase_key(cell, phases[:i + 1], cell.model)
         done = entry / "phase.json"
@@ -66,5 +67,4 @@ def cached_phases(cell: argparse.Namespace, phases: Sequence[str], cache_dir: Pa
             atomic_write_text(done, json.dumps(record, indent=1, default=str) + "\n")
         record = json.loads(done.read_text(encoding="utf-8"))
         model, seconds = str(entry / "encoder"), seconds + record["seconds"]
-        losses.update(record["dev_losses"])
-    return model, seconds, losses
+    return model, seconds

@@ -7,8 +7,8 @@
 Each phase before fine-tuning is a `Trainer` run of its own over a wrapper that shares the encoder object with
 the fine-tuning model (the DAE: encoder + decoder; contrastive: encoder + pooling), so fine-tuning starts
 from the weights the phases leave. Each phase keeps its best epoch by dev loss (the paper selects each
-phase's model on the validation set; under --select_on heldout, on the held-out training rows), and writes its metrics.jsonl and checkpoints under
-<out_dir>/phase-<name>/; `--resume` skips a finished phase.
+phase's model on the validation set; under --select_on heldout, on the held-out training rows), and writes
+its metrics.jsonl and checkpoints under <out_dir>/phase-<name>/; `--resume` skips a finished phase.
 
 Budget: the phases are extra passes over the same training data (no other data). `--epochs` counts only
 fine-tuning epochs, so "same budget" means the same fine-tuning; `--dae_epochs` and `--contrastive_epochs`
