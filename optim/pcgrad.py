@@ -64,6 +64,19 @@ def project_conflicting(grads: Union[torch.Tensor, Sequence[torch.Tensor]],
     return torch.stack(list(_projected_rows(_as_matrix(grads), generator)))
 
 
+def pairwise_cosines(grads: Union[torch.Tensor, Sequence[torch.Tensor]]) -> torch.Tensor:
+    """cos(gᵢ, gⱼ) for every pair of tasks, as a [tasks, tasks] tensor; 0 where either gradient is zero.
+
+    The paper's measure of interference: a pair conflicts where its cosine is < 0, which is exactly when PCGrad
+    projects (the sign of gᵢ·gⱼ). Computed from the Gram matrix G·Gᵀ, so no [tasks, dims] temporary is made.
+    """
+    G = _as_matrix(grads)
+    gram = (G @ G.T).double()  # [tasks, tasks]
+    norms = gram.diagonal().clamp(min=0).sqrt()
+    denom = norms[:, None] * norms[None, :]
+    return torch.where(denom > 0, gram / denom.clamp(min=1e-300), torch.zeros_like(gram))
+
+
 def pcgrad(grads: Union[torch.Tensor, Sequence[torch.Tensor]], reduction: str = "sum",
            generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """The PCGrad update direction from flattened per-task gradients: the sum (or mean) of the projected ones.
@@ -96,6 +109,9 @@ class PCGrad:
     buffer) plus one row being projected. For all-MiniLM-L6-v2 (22.7M parameters, 86.6 MiB in float32) and
     three tasks: 4 × 86.6 = 347 MiB; benchmarks/pcgrad_memory.py measured 348 MiB of extra peak RSS.
 
+    After each `backward`, `last_cosines` holds the [tasks, tasks] cosines of the task gradients it projected
+    (pairwise_cosines, before the projection): what tells how often, and how much, the tasks conflicted.
+
     shared_params: default, every parameter of the optimizer (the reference implementation's choice; a
     head's gradient is then zero for the other tasks). retain_graph: pass True when the losses share a forward
     graph (one batch, several heads); with one batch per task the graphs are separate and it is not needed.
@@ -114,6 +130,7 @@ class PCGrad:
         self.shared_params: List[torch.Tensor] = list(dict.fromkeys(p for p in shared_params if p.requires_grad))
         if not self.shared_params:
             raise ValueError("shared_params has no parameter that requires grad")
+        self.last_cosines: Optional[torch.Tensor] = None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
@@ -147,6 +164,7 @@ class PCGrad:
                     task_grads[i, offset:offset + p.numel()] = p.grad.reshape(-1)
                     p.grad = None
                 offset += p.numel()
+        self.last_cosines = pairwise_cosines(task_grads)
         direction = pcgrad(task_grads, self.reduction, self.generator)
         del task_grads
         offset = 0

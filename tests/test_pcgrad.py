@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from optim import AdamW, PCGrad, pcgrad, project_conflicting
+from optim import AdamW, PCGrad, pairwise_cosines, pcgrad, project_conflicting
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -158,6 +158,7 @@ def test_wrapper_equals_pure_function_on_autograd_gradients():
     head_grads = [torch.autograd.grad(model.loss(i, *b), list(model.heads[i].parameters()))
                   for i, b in enumerate(batches)]
     assert (G @ G.T < 0).any()  # the tasks conflict somewhere, so the surgery did something
+    cosines = G @ G.T / torch.outer(G.norm(dim=1), G.norm(dim=1))
 
     pc = PCGrad(torch.optim.SGD(model.parameters(), lr=0.1), shared_params=shared,
                 generator=torch.Generator().manual_seed(3))
@@ -165,6 +166,7 @@ def test_wrapper_equals_pure_function_on_autograd_gradients():
     pc.backward([model.loss(i, *b) for i, b in enumerate(batches)])
     got = torch.cat([p.grad.reshape(-1) for p in shared])
     assert torch.equal(got, expected)
+    torch.testing.assert_close(pc.last_cosines.float(), cosines, rtol=0, atol=1e-6)  # of the gradients before projection
     for i in range(3):
         for p, ref in zip(model.heads[i].parameters(), head_grads[i]):
             assert torch.equal(p.grad, ref)
@@ -216,3 +218,21 @@ def test_wrapper_adds_to_existing_gradients_and_defaults_to_all_optimizer_params
     pc.backward([model.loss(i, *b) for i, b in enumerate(batches)])
     got = torch.cat([p.grad.reshape(-1) for p in params])
     torch.testing.assert_close(got, expected + 0.25, rtol=0, atol=1e-6)
+
+
+def test_pairwise_cosines_by_hand_and_against_numpy():
+    # (1, 0)·(−1, 1) = −1, norms 1 and √2: cos = −1/√2; (1, 0)·(0, 2) = 0; (−1, 1)·(0, 2) = 2, norms √2, 2: 1/√2.
+    got = pairwise_cosines([t(1.0, 0.0), t(-1.0, 1.0), t(0.0, 2.0)])
+    r = 1 / np.sqrt(2)
+    np.testing.assert_allclose(got.numpy(), [[1, -r, 0], [-r, 1, r], [0, r, 1]], rtol=0, atol=1e-15)
+    G = torch.randn(4, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    n = G.numpy()
+    reference = n @ n.T / np.outer(np.linalg.norm(n, axis=1), np.linalg.norm(n, axis=1))
+    np.testing.assert_allclose(pairwise_cosines(G).numpy(), reference, rtol=0, atol=1e-12)
+    # a conflict is exactly where PCGrad projects: cos < 0 ⟺ gᵢ·gⱼ < 0
+    assert torch.equal(pairwise_cosines(G) < 0, G @ G.T < 0)
+
+
+def test_pairwise_cosines_of_a_zero_gradient_are_zero_not_nan():
+    got = pairwise_cosines([t(1.0, 2.0), t(0.0, 0.0)])
+    torch.testing.assert_close(got, t(1.0, 0.0, 0.0, 0.0).view(2, 2), rtol=0, atol=1e-15)
