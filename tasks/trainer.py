@@ -5,15 +5,17 @@ It is model-agnostic, in the manner of minGPT's Trainer: it is given a model, a 
 `evaluate(model) -> {"score": ..., ...}` callback, and the techniques' callbacks (tasks/techniques/base.py).
 
 An epoch is a schedule of batches, one task per batch (tasks/sampling.py); consecutive batches are grouped
-into steps of `tasks_per_step` (default: one batch of every task), whose losses are summed, and `grad_accum`
-steps' gradients are averaged into one optimizer step. The hooks, in the order they run:
+into steps of `tasks_per_step` (default: as many batches as there are tasks, which under proportional
+sampling may hold a task twice and another not at all), whose losses are summed, and `grad_accum` steps'
+gradients are averaged into one optimizer step. The hooks, in the order they run:
 
     configure_optimizers()          the optimizers and schedules (GanTrainer: one per player)
     training_step(micro, streams)   forward + backward of one optimizer step's batches
       callbacks' backward           a technique may combine the per-task losses itself (PCGrad)
     optimizer_step()                clip_gradients(), callbacks' after_backward (masks), update, after_step (EMA)
 
-Around them the loop evaluates (every epoch, or every `eval_every` steps), keeps the best weights, stops
+Around them the loop evaluates (every epoch, or every `eval_every` steps; callbacks' metrics() join the
+record), keeps the best weights, stops
 early after `patience` evaluations without a gain, and writes a checkpoint (tasks/checkpointing.py) that
 `--resume` continues from the exact batch: data order, RNG states, schedules and every callback's state.
 """
@@ -58,7 +60,7 @@ class TrainConfig:
     use_gpu: bool = flag(False, "CUDA, else Apple MPS, else the CPU with a warning")
     mixed_precision: bool = flag(True, "on CUDA: bf16 autocast where supported, else fp16 with a gradient scaler")
     task_sampling: str = flag("proportional", "which task each batch comes from", choices=SAMPLINGS)
-    tasks_per_step: int = flag(0, "batches per step, their task losses SUMMED into one update (0: one per task); "
+    tasks_per_step: int = flag(0, "batches per step, their task losses SUMMED into one update (0: as many as there are tasks); "
                                   "not --grad_accum, which AVERAGES whole steps")
     grad_accum: int = flag(1, "average the gradients of N steps into one update (a batch N times larger; "
                               "clipping acts on the mean)")
@@ -257,6 +259,8 @@ class Trainer:
         record = {"epoch": self.epoch + 1, "step": self.global_step, "train_loss": train_loss, "dev": scores,
                   "lr": self.scheduler.get_last_lr()[0], "train_seconds": round(self._running.get("seconds", 0.0), 1),
                   "seconds": round(time.time() - started, 1)}
+        for c in self.callbacks:
+            record.update(c.metrics(self))
         self.history.append(record)
         self._running = {"sums": {}, "counts": {}}
         improved = scores["score"] > self.best_score

@@ -109,6 +109,7 @@ def test_resume_continues_to_the_same_result(tiny_checkpoint, tiny_data, tmp_pat
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
     assert [h["dev"] for h in t1.history] == [h["dev"] for h in t2.history][-3:]
+    assert [h.get("pcgrad") for h in t1.history] == [h.get("pcgrad") for h in t2.history][-3:]
     lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3 and (tmp_path / "a" / "best.safetensors").is_file()
 
@@ -147,6 +148,38 @@ def test_pcgrad_changes_the_update_only_when_tasks_conflict(tmp_path, conflict):
         Trainer(model, procs, cfg, lambda m: {"score": 0.0}, _callbacks(model, pcgrad=pcgrad), show_progress=False).fit()
         weights.append(model.bert.weight.detach().clone())
     assert torch.equal(weights[0], weights[1]) != conflict
+
+
+def test_pcgrad_records_per_evaluation_how_many_tasks_each_step_held_and_how_often_each_pair_conflicted(tmp_path):
+    # gradients fixed by construction: cos(a, b) = −1/√2 (they conflict), cos(a, c) = 0, cos(b, c) = 0
+    class Many(_Proc):
+        def __init__(self, direction, n):
+            super().__init__(direction)
+            self.n = n
+
+        def num_batches(self):
+            return self.n
+
+        def batches(self, epoch):
+            return iter([{"x": self.direction}] * self.n)
+
+    procs = {"a": Many([1.0, 0.0, 0.0, 0.0], 6), "b": Many([-1.0, 1.0, 0.0, 0.0], 4), "c": Many([0.0, 0.0, 1.0, 0.0], 2)}
+    torch.manual_seed(0)
+    model = _Toy()
+    cfg = TrainConfig(epochs=2, lr=0.1, warmup_ratio=0.0, schedule="constant", out_dir=str(tmp_path), seed=3)
+    trainer = Trainer(model, procs, cfg, lambda m: {"score": 0.0}, _callbacks(model, pcgrad=True), show_progress=False)
+    trainer.fit()
+    for epoch, record in enumerate(trainer.history):  # each evaluation counts its own epoch's steps only
+        steps = [set(s) for s in task_schedule({"a": 6, "b": 4, "c": 2}, "proportional", 0, epoch, 2, 3)]
+        assert record["pcgrad"]["steps_by_tasks"] == {str(k): v for k, v in sorted(Counter(map(len, steps)).items())}
+        shared = {pair: sum(set(pair.split("/")) <= s for s in steps) for pair in ("a/b", "a/c", "b/c")}
+        r = round(-1 / 2 ** 0.5, 4)
+        expected = {"a/b": {"steps": shared["a/b"], "conflicting": 1.0, "mean_cosine": r},
+                    "a/c": {"steps": shared["a/c"], "conflicting": 0.0, "mean_cosine": 0.0},
+                    "b/c": {"steps": shared["b/c"], "conflicting": 0.0, "mean_cosine": 0.0}}
+        assert record["pcgrad"]["pairs"] == {k: v for k, v in expected.items() if v["steps"]}
+        assert shared["a/b"] > 0
+    assert "pcgrad" in load_state(tmp_path / "last.safetensors")["history"][-1]
 
 
 def test_loss_weight_scales_a_tasks_gradient_and_the_reported_loss_stays_unweighted(tmp_path):

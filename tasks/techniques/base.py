@@ -45,6 +45,10 @@ class Callback:
     def eval_model(self, trainer) -> Optional[torch.nn.Module]:
         return None
 
+    def metrics(self, trainer) -> dict:
+        """What the technique adds to each evaluation's record in metrics.jsonl (called once per evaluation)."""
+        return {}
+
     def state_dict(self) -> dict:
         return {}
 

@@ -1,15 +1,22 @@
 """PCGrad (Yu et al., NeurIPS 2020) as a technique: the step's per-task gradients on the shared encoder are
-projected off each other where they conflict (optim/pcgrad.py has the math and its tests)."""
+projected off each other where they conflict (optim/pcgrad.py has the math and its tests).
+
+The task minibatch of Algorithm 1 is the step's tasks: under the default proportional sampling a step of three
+batches holds one, two or three distinct tasks, and PCGrad projects between those present. Each evaluation's
+record in metrics.jsonl gets, under "pcgrad", how many steps held how many tasks and, per pair of tasks, the
+steps they shared, the share of those whose gradients conflicted (cosine < 0) and the mean cosine.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Dict, List
 
 import torch
 import torch.distributed as dist
 
 from optim import PCGrad
-from optim.pcgrad import pcgrad as pcgrad_direction
+from optim.pcgrad import pairwise_cosines, pcgrad as pcgrad_direction
 
 from ..param_groups import encoder_parameters
 from .base import Callback, Technique, flag
@@ -25,15 +32,37 @@ class PCGradCallback(Callback):
 
     def __init__(self, shared: List[torch.nn.Parameter], seed: int):
         self.shared, self.generator = shared, torch.Generator().manual_seed(seed)
+        self.steps_by_tasks: Dict[str, int] = {}  # since the last evaluation: "k" -> steps that held k tasks
+        self.pairs: Dict[str, list] = {}  # "a/b" -> [steps they shared, conflicting ones, Σ cosine]
 
     def backward(self, trainer, losses: Dict[str, torch.Tensor]) -> bool:
         if trainer.world_size > 1:
-            self._distributed(trainer, list(losses.values()))
+            cosines = self._distributed(trainer, list(losses.values()))
         else:  # one backward per task, then the projection; heads get their summed gradients
-            PCGrad(trainer.optimizer, self.shared, generator=self.generator).backward(list(losses.values()))
+            pc = PCGrad(trainer.optimizer, self.shared, generator=self.generator)
+            pc.backward(list(losses.values()))
+            cosines = pc.last_cosines
+        self._count(list(losses), cosines)
         return True
 
-    def _distributed(self, trainer, losses: List[torch.Tensor]) -> None:
+    def _count(self, names: List[str], cosines: torch.Tensor) -> None:
+        k = str(len(names))
+        self.steps_by_tasks[k] = self.steps_by_tasks.get(k, 0) + 1
+        for i, j in combinations(range(len(names)), 2):
+            c = float(cosines[i, j])
+            entry = self.pairs.setdefault("/".join(sorted((names[i], names[j]))), [0, 0, 0.0])
+            entry[0], entry[1], entry[2] = entry[0] + 1, entry[1] + (c < 0), entry[2] + c
+
+    def metrics(self, trainer) -> dict:
+        """What the surgery met since the last evaluation (then reset): steps by their number of distinct tasks,
+        and per pair of tasks the steps they shared, the share that conflicted and the mean cosine."""
+        pairs = {k: {"steps": n, "conflicting": round(bad / n, 4), "mean_cosine": round(total / n, 4)}
+                 for k, (n, bad, total) in sorted(self.pairs.items())}
+        out = {"pcgrad": {"steps_by_tasks": dict(sorted(self.steps_by_tasks.items())), "pairs": pairs}}
+        self.steps_by_tasks, self.pairs = {}, {}
+        return out
+
+    def _distributed(self, trainer, losses: List[torch.Tensor]) -> torch.Tensor:
         """Under DDP: per task, a local backward; one all-reduce then averages the [tasks, dims] matrix of task
         gradients (and the heads' summed gradients) over the ranks; only then the projection, identical on every
         rank (projecting per rank and averaging afterwards would not be PCGrad: the projection is not linear)."""
@@ -50,18 +79,22 @@ class PCGradCallback(Callback):
         dist.all_reduce(flat)
         flat /= trainer.world_size
         dims = rows[0].numel()
-        direction = pcgrad_direction(flat[:len(rows) * dims].view(len(rows), dims), "sum", self.generator)
+        task_grads = flat[:len(rows) * dims].view(len(rows), dims)
+        direction = pcgrad_direction(task_grads, "sum", self.generator)
         for params, values in ((shared, direction), (heads, flat[len(rows) * dims:])):
             offset = 0
             for p in params:
                 p.grad = values[offset:offset + p.numel()].view_as(p).clone()
                 offset += p.numel()
+        return pairwise_cosines(task_grads)
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state(), "steps_by_tasks": self.steps_by_tasks, "pairs": self.pairs}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"])  # a checkpoint from before the counts starts them at 0
+        self.steps_by_tasks = dict(state.get("steps_by_tasks", {}))
+        self.pairs = {k: list(v) for k, v in state.get("pairs", {}).items()}
 
 
 class PCGradTechnique(Technique):
