@@ -13,6 +13,11 @@ read back, an interrupted one resumes from its last checkpoint (`--resume`), so 
     results.jsonl   one line per finished cell: arm, flags, seed, per-epoch dev scores, the kept epoch, wall
     table.md        per arm: the kept epoch's SST / Quora / STS / overall (mean over seeds), Δ vs base, the paired
                     95% interval of the overall score against base over their common seeds and its verdict, wall
+    chart.png       per arm, each seed's difference against base on every task and overall, with the mean and
+                    the overall score's paired 95% interval
+
+With --extra "--select_on heldout" every cell chooses its epoch on held-out training rows, and the table's scores
+are those rows' (how a learning rate is chosen without reading dev).
 
 A table from one seed cannot separate differences smaller than the seed-to-seed spread of the default run
 (about a point on Quora, half a point on SST; docs/results.md): read it as a screen, not a verdict. With the
@@ -59,6 +64,7 @@ ARMS: Dict[str, List[str]] = {
     "sst_weight_2": ["--sst_loss_weight", "2"],
 }
 TASKS = ("sst", "para", "sts")
+RECORD_KEYS = ("epoch", "step", "train_loss", "dev", "lr", "train_seconds", "seconds")  # the trainer's own
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +101,9 @@ def cell_record(arm: str, flags: List[str], seed: int, cell_dir: Path, wall: flo
         raise RuntimeError(f"{cell_dir / 'metrics.jsonl'}: the kept step {final['best_step']} has no evaluation")
     return {"arm": arm, "flags": flags, "seed": seed, "epochs": [r["dev"] for r in epochs],
             "kept_epoch": kept["epoch"], "kept_step": kept["step"], "kept": kept["dev"], "wall_seconds": wall,
-            "seconds": sum(r.get("seconds", 0.0) for r in epochs)}
+            "seconds": sum(r.get("seconds", 0.0) for r in epochs),
+            # what the techniques logged (e.g. PCGrad's conflicts), evaluation by evaluation
+            "technique_metrics": [{k: v for k, v in r.items() if k not in RECORD_KEYS} for r in epochs]}
 
 
 def summarize(records: List[dict], order: List[str]) -> List[dict]:
@@ -140,6 +148,44 @@ def write_table(rows: List[dict], out_dir: Path, header: str) -> None:
     atomic_write_text(out_dir / "table.md", "\n".join(lines) + "\n")
 
 
+def write_chart(records: List[dict], rows: List[dict], out_dir: Path) -> None:
+    """Each arm's per-seed differences against base (dots) on every task and overall, their mean (bar) and the
+    overall score's paired 95% interval (whisker): the seed-to-seed spread a single run hides."""
+    base = {r["seed"]: r["kept"] for r in records if r["arm"] == "base"}
+    arms = [row for row in rows if row["arm"] != "base" and any(r["arm"] == row["arm"] and r["seed"] in base
+                                                                for r in records)]
+    if not arms:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys, labels = TASKS + ("score",), ("SST acc", "Quora acc", "STS r", "overall")
+    fig, axes = plt.subplots(1, len(arms), figsize=(3.2 * len(arms) + 1, 3.6), squeeze=False, sharey=True)
+    for ax, row in zip(axes[0], arms):
+        mine = [r for r in records if r["arm"] == row["arm"] and r["seed"] in base]
+        for x, key in enumerate(keys):
+            diffs = [r["kept"].get(key, math.nan) - base[r["seed"]].get(key, math.nan) for r in mine]
+            ax.bar(x, sum(diffs) / len(diffs), color="#4477aa" if key == "score" else "#aabbcc", width=0.6)
+            ax.plot([x] * len(diffs), diffs, "o", color="#222222", markersize=3)
+        p = row["paired"]
+        if p["lo"] <= p["hi"]:
+            ax.errorbar(len(keys) - 1, p["mean"], yerr=[[p["mean"] - p["lo"]], [p["hi"] - p["mean"]]], color="#cc3311",
+                        capsize=5, linewidth=1.5)
+        ax.axhline(0, color="#888888", linewidth=1)
+        ax.set_xticks(range(len(keys)), labels, rotation=30, ha="right")
+        ax.set_title(f"{row['arm']} (n = {len(mine)})" + (f": {row['verdict']}" if row["verdict"] else ""), fontsize=9)
+    axes[0][0].set_ylabel("difference against base")
+    fig.tight_layout()
+    fig.savefig(out_dir / "chart.png", dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(records: List[dict], arms: Dict[str, List[str]], out_dir: Path, header: str) -> None:
+    rows = summarize(records, order(arms, records))
+    write_table(rows, out_dir, header)
+    write_chart(records, rows, out_dir)
+
+
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     arms = {name: ARMS[name] for name in args.arms if name in ARMS}
@@ -155,9 +201,11 @@ def main(argv=None) -> None:
     for r in records:  # one table, one budget: cells of another --epochs or --extra belong in another --out_dir
         if r.setdefault("budget", budget) != budget:  # (a record without one predates the field)
             sys.exit(f"{results} holds cells run with {r['budget']}, not {budget}: use another --out_dir")
-    header = (f"Levers on `python tasks/multitask.py --epochs {args.epochs} {args.extra}`, one at a time; the kept "
-              "epoch is the best overall dev score; (Δ) against base with the same seeds; the paired interval is of the "
-              "overall score's per-seed difference (tasks/stats.py); s / cell: training and evaluation, per cell.")
+    scored_on = "held-out training" if "heldout" in args.extra else "dev"  # --extra "--select_on heldout": not dev
+    header = (f"Levers on `python tasks/multitask.py --epochs {args.epochs} {args.extra}`, one at a time; the scores "
+              f"are on the {scored_on} rows, the kept epoch the best overall there; (Δ) against base with the same "
+              "seeds; the paired interval is of the overall score's per-seed difference (tasks/stats.py); s / cell: "
+              "training and evaluation, per cell.")
     for name, flags in arms.items():
         for seed in args.seeds:
             done = [r for r in records if r["arm"] == name and r["seed"] == seed]
@@ -174,8 +222,8 @@ def main(argv=None) -> None:
             subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             records.append({**cell_record(name, flags, seed, cell_dir, time.time() - start), "budget": budget})
             write_jsonl(results, records)
-            write_table(summarize(records, order(arms, records)), out_dir, header)
-    write_table(summarize(records, order(arms, records)), out_dir, header)
+            write_outputs(records, arms, out_dir, header)
+    write_outputs(records, arms, out_dir, header)
     print((out_dir / "table.md").read_text(encoding="utf-8"))
 
 

@@ -11,9 +11,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import levers  # noqa: E402
 
 
-def _write_metrics(cell: Path, dev_by_epoch, best_epoch):
+def _write_metrics(cell: Path, dev_by_epoch, best_epoch, logged=None):
     cell.mkdir(parents=True)
-    lines = [{"epoch": i + 1, "step": 10 * (i + 1), "dev": dev, "seconds": 5.0} for i, dev in enumerate(dev_by_epoch)]
+    lines = [{"epoch": i + 1, "step": 10 * (i + 1), "dev": dev, "seconds": 5.0, **(logged or {})}
+             for i, dev in enumerate(dev_by_epoch)]
     lines.append({"final": True, "best_epoch": best_epoch, "best_step": 10 * best_epoch, "dev": {}})
     (cell / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
 
@@ -24,9 +25,11 @@ def _dev(sst, para, sts):
 
 def test_cell_record_keeps_the_trainers_best_epoch_and_the_table_subtracts_base(tmp_path):
     _write_metrics(tmp_path / "base", [_dev(0.40, 0.80, 0.80), _dev(0.50, 0.82, 0.86)], best_epoch=2)
-    _write_metrics(tmp_path / "lever", [_dev(0.52, 0.84, 0.88), _dev(0.51, 0.80, 0.80)], best_epoch=1)
+    pcgrad = {"pcgrad": {"steps_by_tasks": {"2": 3}, "pairs": {"para/sst": {"steps": 3, "conflicting": 0.5}}}}
+    _write_metrics(tmp_path / "lever", [_dev(0.52, 0.84, 0.88), _dev(0.51, 0.80, 0.80)], best_epoch=1, logged=pcgrad)
     base = levers.cell_record("base", [], 1, tmp_path / "base", 1.0)
     lever = levers.cell_record("lever", ["--x", "1"], 1, tmp_path / "lever", 1.0)
+    assert base["technique_metrics"] == [{}, {}] and lever["technique_metrics"] == [pcgrad, pcgrad]
     assert base["kept_epoch"] == 2 and base["kept"]["sst"] == 0.50 and base["seconds"] == 10.0
     assert lever["kept_epoch"] == 1 and len(lever["epochs"]) == 2
     rows = {r["arm"]: r for r in levers.summarize([base, lever], ["base", "lever"])}
@@ -88,6 +91,7 @@ def test_two_arms_end_to_end_then_a_rerun_reads_them_back(tiny_checkpoint, tiny_
     records = [json.loads(line) for line in (tmp_path / "lv" / "results.jsonl").read_text().splitlines()]
     assert [r["arm"] for r in records] == ["base", "msd_4"]
     assert records[1]["flags"] == ["--head_dropout_samples", "4"]
+    assert records[0]["technique_metrics"] == [{}]  # one evaluation, no technique that logs
     config = json.loads((tmp_path / "lv" / "msd_4-s11711" / "run_config.json").read_text())
     assert config["head_dropout_samples"] == 4 and config["epochs"] == 1
 
@@ -115,3 +119,12 @@ def test_the_table_gives_the_paired_interval_of_the_overall_score_against_base(t
     levers.write_table(list(rows.values()), tmp_path, "header")
     line = next(x for x in (tmp_path / "table.md").read_text().splitlines() if x.startswith("| lever |"))
     assert f"[{by_hand['lo']:+.4f}, {by_hand['hi']:+.4f}] | helps |" in line
+    levers.write_chart(records, list(rows.values()), tmp_path)
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_no_chart_without_an_arm_to_compare_with_base(tmp_path):
+    _write_metrics(tmp_path / "base1", [_dev(0.4, 0.8, 0.8)], best_epoch=1)
+    records = [levers.cell_record("base", [], 1, tmp_path / "base1", 1.0)]
+    levers.write_chart(records, levers.summarize(records, ["base"]), tmp_path)
+    assert not (tmp_path / "chart.png").exists()
