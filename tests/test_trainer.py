@@ -174,12 +174,23 @@ def test_pcgrad_records_per_evaluation_how_many_tasks_each_step_held_and_how_oft
         assert record["pcgrad"]["steps_by_tasks"] == {str(k): v for k, v in sorted(Counter(map(len, steps)).items())}
         shared = {pair: sum(set(pair.split("/")) <= s for s in steps) for pair in ("a/b", "a/c", "b/c")}
         r = round(-1 / 2 ** 0.5, 4)
-        expected = {"a/b": {"steps": shared["a/b"], "conflicting": 1.0, "mean_cosine": r},
-                    "a/c": {"steps": shared["a/c"], "conflicting": 0.0, "mean_cosine": 0.0},
-                    "b/c": {"steps": shared["b/c"], "conflicting": 0.0, "mean_cosine": 0.0}}
+        expected = {"a/b": {"steps": shared["a/b"], "conflicting": 1.0, "mean_cosine": r, "mean_conflicting_cosine": r},
+                    "a/c": {"steps": shared["a/c"], "conflicting": 0.0, "mean_cosine": 0.0, "mean_conflicting_cosine": 0.0},
+                    "b/c": {"steps": shared["b/c"], "conflicting": 0.0, "mean_cosine": 0.0, "mean_conflicting_cosine": 0.0}}
         assert record["pcgrad"]["pairs"] == {k: v for k, v in expected.items() if v["steps"]}
         assert shared["a/b"] > 0
     assert "pcgrad" in load_state(tmp_path / "last.safetensors")["history"][-1]
+
+
+def test_pcgrad_metrics_by_hand_then_reset():
+    from tasks.techniques.pcgrad import PCGradCallback
+    callback = PCGradCallback([torch.nn.Parameter(torch.zeros(1))], seed=0)
+    callback._count(["a", "b"], torch.tensor([[1.0, -0.2], [-0.2, 1.0]]))  # a conflict of cosine −0.2
+    callback._count(["b", "a"], torch.tensor([[1.0, 0.4], [0.4, 1.0]]))  # the same pair, either order, no conflict
+    callback._count(["a"], torch.tensor([[1.0]]))  # a step with one task: nothing to project
+    assert callback.metrics(None) == {"pcgrad": {"steps_by_tasks": {"1": 1, "2": 2}, "pairs": {"a/b": {
+        "steps": 2, "conflicting": 0.5, "mean_cosine": 0.1, "mean_conflicting_cosine": -0.2}}}}
+    assert callback.metrics(None) == {"pcgrad": {"steps_by_tasks": {}, "pairs": {}}}  # counted since the last call
 
 
 def test_loss_weight_scales_a_tasks_gradient_and_the_reported_loss_stays_unweighted(tmp_path):

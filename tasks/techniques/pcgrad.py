@@ -33,7 +33,7 @@ class PCGradCallback(Callback):
     def __init__(self, shared: List[torch.nn.Parameter], seed: int):
         self.shared, self.generator = shared, torch.Generator().manual_seed(seed)
         self.steps_by_tasks: Dict[str, int] = {}  # since the last evaluation: "k" -> steps that held k tasks
-        self.pairs: Dict[str, list] = {}  # "a/b" -> [steps they shared, conflicting ones, Σ cosine]
+        self.pairs: Dict[str, list] = {}  # "a/b" -> [steps they shared, conflicting ones, Σ cosine, Σ its negative part]
 
     def backward(self, trainer, losses: Dict[str, torch.Tensor]) -> bool:
         if trainer.world_size > 1:
@@ -50,14 +50,16 @@ class PCGradCallback(Callback):
         self.steps_by_tasks[k] = self.steps_by_tasks.get(k, 0) + 1
         for i, j in combinations(range(len(names)), 2):
             c = float(cosines[i, j])
-            entry = self.pairs.setdefault("/".join(sorted((names[i], names[j]))), [0, 0, 0.0])
-            entry[0], entry[1], entry[2] = entry[0] + 1, entry[1] + (c < 0), entry[2] + c
+            entry = self.pairs.setdefault("/".join(sorted((names[i], names[j]))), [0, 0, 0.0, 0.0])
+            entry[0], entry[1], entry[2], entry[3] = entry[0] + 1, entry[1] + (c < 0), entry[2] + c, entry[3] + min(c, 0.0)
 
     def metrics(self, trainer) -> dict:
         """What the surgery met since the last evaluation (then reset): steps by their number of distinct tasks,
-        and per pair of tasks the steps they shared, the share that conflicted and the mean cosine."""
-        pairs = {k: {"steps": n, "conflicting": round(bad / n, 4), "mean_cosine": round(total / n, 4)}
-                 for k, (n, bad, total) in sorted(self.pairs.items())}
+        and per pair of tasks the steps they shared, the share that conflicted, the mean cosine, and the mean
+        cosine of the conflicting steps (what a projection removes: |cos| of the projected gradient's norm)."""
+        pairs = {k: {"steps": n, "conflicting": round(bad / n, 4), "mean_cosine": round(total / n, 4),
+                     "mean_conflicting_cosine": round(negative / bad, 4) if bad else 0.0}
+                 for k, (n, bad, total, negative) in sorted(self.pairs.items())}
         out = {"pcgrad": {"steps_by_tasks": dict(sorted(self.steps_by_tasks.items())), "pairs": pairs}}
         self.steps_by_tasks, self.pairs = {}, {}
         return out
