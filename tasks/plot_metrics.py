@@ -1,6 +1,9 @@
 """Plot a run's metrics.jsonl: dev scores and training losses per evaluation (each epoch, or every --eval_every steps).
 
     python tasks/plot_metrics.py runs/multitask/metrics.jsonl            # writes runs/multitask/metrics.png
+
+A run with --pcgrad gets a third panel: per pair of tasks, the share of the steps they shared in which their
+gradients conflicted (what PCGrad projects away).
 """
 import argparse
 import json
@@ -24,7 +27,9 @@ def plot(records, out):
     scores = [k for k, v in records[0]["dev"].items() if isinstance(v, (int, float))]  # not the GAN's "fakes" block
     names = list(dict.fromkeys(scores + list(records[0]["train_loss"])))
     color = {name: f"C{i}" for i, name in enumerate(names)}  # one colour per task in both panels
-    fig, (dev, train) = plt.subplots(1, 2, figsize=(10, 4))
+    pairs = list(dict.fromkeys(k for r in records for k in r.get("pcgrad", {}).get("pairs", {})))
+    fig, axes = plt.subplots(1, 3 if pairs else 2, figsize=(15 if pairs else 10, 4))
+    dev, train = axes[0], axes[1]
     xlabel = "optimizer step" if by_step else "epoch"
     for key in scores:
         dev.plot(x, [r["dev"][key] for r in records], marker="o", label=key, color=color[key])
@@ -32,7 +37,13 @@ def plot(records, out):
     for key in records[0]["train_loss"]:
         train.plot(x, [r["train_loss"][key] for r in records], marker="o", label=key, color=color[key])
     train.set(title="training loss (mean since the last evaluation)", xlabel=xlabel, yscale="log")
-    for ax in (dev, train):
+    for pair in pairs:  # a pair that shared no step since an evaluation has no point there
+        seen = [(xi, r["pcgrad"]["pairs"][pair]["conflicting"]) for xi, r in zip(x, records)
+                if pair in r.get("pcgrad", {}).get("pairs", {})]
+        axes[2].plot(*zip(*seen), marker="o", label=pair)
+    if pairs:
+        axes[2].set(title="PCGrad: share of shared steps in conflict", xlabel=xlabel, ylim=(0, 1))
+    for ax in axes:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -93,6 +93,19 @@ def test_plot_metrics_writes_a_png(tmp_path):
     assert out.endswith("metrics.png") and (tmp_path / "metrics.png").stat().st_size > 1000
 
 
+def test_plot_metrics_adds_a_panel_for_pcgrads_conflicts(tmp_path, monkeypatch):
+    from tasks import plot_metrics
+    import matplotlib.figure
+    panels = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: panels.append(
+        [ax.get_title() for ax in fig.axes]))
+    logged = {"pcgrad": {"steps_by_tasks": {"2": 3}, "pairs": {"para/sst": {"steps": 3, "conflicting": 0.5}}}}
+    records = [{"epoch": 1, "step": 3, "train_loss": {"sst": 1.0}, "dev": {"sst": 0.3, "score": 0.3}}]
+    plot_metrics.plot(records, tmp_path / "plain.png")
+    plot_metrics.plot([{**records[0], **logged}], tmp_path / "pcgrad.png")
+    assert len(panels[0]) == 2 and len(panels[1]) == 3 and panels[1][2].startswith("PCGrad")
+
+
 def test_plot_metrics_takes_steps_and_skips_nested_blocks(tmp_path):
     """With --eval_every a run has several records an epoch (x: their steps); a GAN's dev holds a "fakes" dict."""
     from tasks import plot_metrics
