@@ -4,7 +4,8 @@ projected off each other where they conflict (optim/pcgrad.py has the math and i
 The task minibatch of Algorithm 1 is the step's tasks: under the default proportional sampling a step of three
 batches holds one, two or three distinct tasks, and PCGrad projects between those present. Each evaluation's
 record in metrics.jsonl gets, under "pcgrad", how many steps held how many tasks and, per pair of tasks, the
-steps they shared, the share of those whose gradients conflicted (cosine < 0) and the mean cosine.
+steps they shared, the share of those whose gradients conflicted (cosine < 0), the mean cosine and the mean
+cosine where they conflicted (tasks/plot_metrics.py draws the share).
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ class PCGradCallback(Callback):
         for i, j in combinations(range(len(names)), 2):
             c = float(cosines[i, j])
             entry = self.pairs.setdefault("/".join(sorted((names[i], names[j]))), [0, 0, 0.0, 0.0])
-            entry[0], entry[1], entry[2], entry[3] = entry[0] + 1, entry[1] + (c < 0), entry[2] + c, entry[3] + min(c, 0.0)
+            n, bad, total, negative = entry
+            entry[:] = [n + 1, bad + (c < 0), total + c, negative + min(c, 0.0)]
 
     def metrics(self, trainer) -> dict:
         """What the surgery met since the last evaluation (then reset): steps by their number of distinct tasks,
