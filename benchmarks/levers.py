@@ -186,6 +186,13 @@ def write_outputs(records: List[dict], arms: Dict[str, List[str]], out_dir: Path
     write_chart(records, rows, out_dir)
 
 
+def scored_on(extra: str) -> str:
+    """Which rows the cells' scores are on: with --extra "--select_on heldout", held-out training rows, not dev."""
+    flags = shlex.split(extra)
+    heldout = ("--select_on", "heldout") in zip(flags, flags[1:]) or "--select_on=heldout" in flags
+    return "held-out training" if heldout else "dev"
+
+
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     arms = {name: ARMS[name] for name in args.arms if name in ARMS}
@@ -201,10 +208,9 @@ def main(argv=None) -> None:
     for r in records:  # one table, one budget: cells of another --epochs or --extra belong in another --out_dir
         if r.setdefault("budget", budget) != budget:  # (a record without one predates the field)
             sys.exit(f"{results} holds cells run with {r['budget']}, not {budget}: use another --out_dir")
-    scored_on = "held-out training" if "heldout" in args.extra else "dev"  # --extra "--select_on heldout": not dev
     header = (f"Levers on `python tasks/multitask.py --epochs {args.epochs} {args.extra}`, one at a time; the scores "
-              f"are on the {scored_on} rows, the kept epoch the best overall there; (Δ) against base with the same "
-              "seeds; the paired interval is of the overall score's per-seed difference (tasks/stats.py); s / cell: "
+              f"are on the {scored_on(args.extra)} rows, the kept epoch the best overall there; (Δ) against base "
+              "with the same seeds; the paired interval is of the overall score's per-seed difference (tasks/stats.py); s / cell: "
               "training and evaluation, per cell.")
     for name, flags in arms.items():
         for seed in args.seeds:

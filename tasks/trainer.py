@@ -60,8 +60,8 @@ class TrainConfig:
     use_gpu: bool = flag(False, "CUDA, else Apple MPS, else the CPU with a warning")
     mixed_precision: bool = flag(True, "on CUDA: bf16 autocast where supported, else fp16 with a gradient scaler")
     task_sampling: str = flag("proportional", "which task each batch comes from", choices=SAMPLINGS)
-    tasks_per_step: int = flag(0, "batches per step, their task losses SUMMED into one update (0: as many as there are tasks); "
-                                  "not --grad_accum, which AVERAGES whole steps")
+    tasks_per_step: int = flag(0, "batches per step, their task losses SUMMED into one update (0: as many as "
+                                  "there are tasks); not --grad_accum, which AVERAGES whole steps")
     grad_accum: int = flag(1, "average the gradients of N steps into one update (a batch N times larger; "
                               "clipping acts on the mean)")
     eval_every: int = flag(0, "evaluate every N optimizer steps (0: once per epoch)")

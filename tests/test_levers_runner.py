@@ -128,3 +128,10 @@ def test_no_chart_without_an_arm_to_compare_with_base(tmp_path):
     records = [levers.cell_record("base", [], 1, tmp_path / "base1", 1.0)]
     levers.write_chart(records, levers.summarize(records, ["base"]), tmp_path)
     assert not (tmp_path / "chart.png").exists()
+
+
+def test_the_table_says_held_out_rows_only_when_the_cells_select_on_them():
+    assert levers.scored_on("--select_on heldout") == "held-out training"
+    assert levers.scored_on("--use_gpu --select_on=heldout") == "held-out training"
+    assert levers.scored_on("") == "dev"
+    assert levers.scored_on("--heldout_fraction 0.2") == "dev"  # a fraction alone selects nothing

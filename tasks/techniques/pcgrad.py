@@ -34,7 +34,8 @@ class PCGradCallback(Callback):
     def __init__(self, shared: List[torch.nn.Parameter], seed: int):
         self.shared, self.generator = shared, torch.Generator().manual_seed(seed)
         self.steps_by_tasks: Dict[str, int] = {}  # since the last evaluation: "k" -> steps that held k tasks
-        self.pairs: Dict[str, list] = {}  # "a/b" -> [steps they shared, conflicting ones, Σ cosine, Σ its negative part]
+        # "a/b" -> [steps they shared, conflicting ones, Σ cosine, Σ of its negative part]
+        self.pairs: Dict[str, list] = {}
 
     def backward(self, trainer, losses: Dict[str, torch.Tensor]) -> bool:
         if trainer.world_size > 1:
@@ -49,8 +50,9 @@ class PCGradCallback(Callback):
     def _count(self, names: List[str], cosines: torch.Tensor) -> None:
         k = str(len(names))
         self.steps_by_tasks[k] = self.steps_by_tasks.get(k, 0) + 1
+        cos = cosines.tolist()  # one device-to-host copy a step, not one per pair
         for i, j in combinations(range(len(names)), 2):
-            c = float(cosines[i, j])
+            c = cos[i][j]
             entry = self.pairs.setdefault("/".join(sorted((names[i], names[j]))), [0, 0, 0.0, 0.0])
             n, bad, total, negative = entry
             entry[:] = [n + 1, bad + (c < 0), total + c, negative + min(c, 0.0)]
