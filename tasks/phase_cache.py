@@ -59,7 +59,7 @@ def cached_phases(cell: argparse.Namespace, phases: Sequence[str], cache_dir: Pa
                                         "predictions_dir": str(entry / "predictions"), "resume": True})
             t0 = time.time()
             scores = train(run)
-            record = {"phases": list(phases[:i + 1]), "from": model, "seconds": round(time.time() - t0, 1),
+            record = {"phases": list(phases[:i + 1]), "from": model, "seconds": round(time.time() - t0, 3),
                       "dev_losses": scores, "flags": {k: v for k, v in vars(cell).items() if k in PHASE_FLAGS}}
             for path in entry.rglob("*.safetensors"):  # the phase's checkpoints; the encoder/ folder stays
                 if path.parent.name != "encoder":

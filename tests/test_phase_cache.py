@@ -38,7 +38,8 @@ def test_phases_train_once_per_seed_and_a_frozen_grid_reuses_them(tiny_checkpoin
     assert entries == sorted(f"{phases}-seed{s}" for s in (1, 2, 3, 4) for phases in ("dae", "dae-contrastive"))
     trained = {p.name: json.loads((p / "phase.json").read_text()) for p in cache.iterdir()}
     for name, record in trained.items():
-        assert (cache / name / "encoder" / "config.json").is_file() and record["seconds"] > 0
+        assert (cache / name / "encoder" / "config.json").is_file()
+        assert isinstance(record["seconds"], float) and record["seconds"] >= 0  # a tiny phase may take ~0 s
         assert not [f for f in (cache / name).rglob("*.safetensors") if f.parent.name != "encoder"]
         if name.startswith("dae-contrastive"):  # starts from the DAE entry of its seed
             seed = name.split("-")[2]
