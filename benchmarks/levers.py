@@ -195,11 +195,11 @@ def scored_on(extra: str) -> str:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    arms = {name: ARMS[name] for name in args.arms if name in ARMS}
-    unknown = [name for name in args.arms if name not in ARMS]
+    defined = {**ARMS, **{name: shlex.split(flags) for name, flags in args.arm}}  # an --arm may redefine a known one
+    unknown = [name for name in args.arms if name not in defined]
     if unknown:
-        sys.exit(f"--arms: unknown arm {unknown[0]!r}; known: {', '.join(ARMS)} (or define one with --arm NAME FLAGS)")
-    arms.update({name: shlex.split(flags) for name, flags in args.arm})
+        sys.exit(f"--arms: unknown arm {unknown[0]!r}; known: {', '.join(defined)} (or define one with --arm NAME FLAGS)")
+    arms = {name: defined[name] for name in [*args.arms, *(name for name, _ in args.arm)]}  # --arm's run too
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / "results.jsonl"

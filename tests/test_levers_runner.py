@@ -53,6 +53,22 @@ def test_unknown_arm_names_the_known_ones(capsys):
         levers.main(["--arms", "base", "nope"])
 
 
+def test_an_arm_defined_with_arm_can_be_named_in_arms(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match="unknown arm 'nope'; known: .*, fast2"):
+        levers.main(["--arms", "nope", "--arm", "fast2", "--lr 2e-4", "--out_dir", str(tmp_path)])
+
+    class Started(Exception):
+        pass
+
+    def first_cell(cmd, **kwargs):
+        raise Started(cmd)
+    monkeypatch.setattr(levers.subprocess, "run", first_cell)
+    with pytest.raises(Started) as started:  # only --arm's fast2 runs: no default arm before it
+        levers.main(["--arms", "fast2", "--arm", "fast2", "--lr 2e-4 --head_lr 2e-3", "--out_dir", str(tmp_path)])
+    cmd = started.value.args[0]
+    assert cmd[cmd.index("--out_dir") + 1].endswith("fast2-s11711") and "--head_lr" in cmd
+
+
 def test_a_task_the_arm_did_not_train_is_a_dash_not_a_crash(tmp_path):
     _write_metrics(tmp_path / "c", [{"sst": 0.5, "score": 0.5}], best_epoch=1)
     rows = levers.summarize([levers.cell_record("base", [], 1, tmp_path / "c", 1.0)], ["base"])
