@@ -56,6 +56,7 @@ ARMS: Dict[str, List[str]] = {
     "sts_cross": ["--sts_head", "cross"],
     "rdrop_1": ["--rdrop_alpha", "1"],
     "pcgrad": ["--pcgrad"],
+    "cat_sst": ["--adversarial", "--adv_tasks", "sst"],  # CAT on the sentiment batches only (docs/techniques.md)
     "ema": ["--ema_decay", "0.995"],
     "eval_3x": ["--eval_every", "107"],  # 3 evaluations in the default run's 321-step epoch: avg_3's fair base
     "avg_3": ["--eval_every", "107", "--average_evaluations", "3"],

@@ -110,3 +110,49 @@ def test_pair_heads_contrast_their_pair_vectors(tiny_checkpoint, tiny_data, task
 def test_adversarial_needs_a_trainable_encoder():
     with pytest.raises(ValueError, match="finetune"):
         adversarial_processors(argparse.Namespace(**{**ARGS, "option": "pretrain"}), None, {})
+
+
+def _two_task_model(tiny_checkpoint, tiny_data, adv_tasks):
+    """sst and para on one tiny encoder (dropout on), the processors as a run with --adv_tasks builds them."""
+    torch.manual_seed(0)
+    tok = Tokenizer.from_pretrained(tiny_checkpoint)
+    model = MultitaskBert(BertModel.from_pretrained(tiny_checkpoint), ("sst", "para"))
+    procs = {t: PROCESSORS[t].from_files(t, tok, train=tiny_data / f"{FILES[t]}-train.csv", max_examples=8,
+                                         batch_size=8) for t in ("sst", "para")}
+    if adv_tasks is not None:
+        procs = adversarial_processors(argparse.Namespace(**ARGS, adv_tasks=adv_tasks), model, procs)
+    return model, procs
+
+
+def _loss_and_grads(model, proc):
+    torch.manual_seed(123)  # the same dropout masks for both models
+    model.zero_grad(set_to_none=True)
+    loss = proc.loss(model, next(proc.batches(0)))
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_adv_tasks_leaves_the_other_tasks_losses_and_gradients_exactly_as_base(tiny_checkpoint, tiny_data):
+    base, base_procs = _two_task_model(tiny_checkpoint, tiny_data, None)
+    cat, cat_procs = _two_task_model(tiny_checkpoint, tiny_data, "sst")
+    assert set(cat.heads) - set(base.heads) == {"cat_sst"}  # one projection head, for the named task only
+    assert cat_procs["para"] is not None and type(cat_procs["para"]) is type(base_procs["para"])
+    base_loss, base_grads = _loss_and_grads(base, base_procs["para"])
+    cat_loss_, cat_grads = _loss_and_grads(cat, cat_procs["para"])
+    assert torch.equal(base_loss, cat_loss_) and base_grads.keys() == cat_grads.keys()
+    assert all(torch.equal(base_grads[n], cat_grads[n]) for n in base_grads)  # bit for bit
+    sst_base, _ = _loss_and_grads(base, base_procs["sst"])
+    sst_cat, _ = _loss_and_grads(cat, cat_procs["sst"])
+    assert not torch.equal(sst_base, sst_cat)  # while the named task does get CAT's loss
+    every, _ = _two_task_model(tiny_checkpoint, tiny_data, "")
+    assert {"cat_sst", "cat_para"} <= set(every.heads)  # empty: every task, as before the flag
+
+
+def test_adv_tasks_names_only_the_runs_tasks_and_needs_adversarial(tiny_checkpoint, tiny_data):
+    with pytest.raises(ValueError, match="--adv_tasks: unknown task 'sts'; this run's tasks are sst, para"):
+        _two_task_model(tiny_checkpoint, tiny_data, "sts")
+    from tasks.techniques import conflicts
+    assert conflicts(argparse.Namespace(**{**ARGS, "adversarial": False}, adv_tasks="sst")) == \
+        ["--adv_tasks names the tasks of --adversarial: add --adversarial"]
+    assert conflicts(argparse.Namespace(**ARGS, adv_tasks="sst,cfimdb", tasks=["sst", "para", "sts"])) == \
+        ["--adv_tasks: unknown task 'cfimdb'; this run's tasks are sst, para, sts"]

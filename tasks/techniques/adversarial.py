@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import torch
 import torch.nn as nn
@@ -40,6 +40,18 @@ class AdversarialConfig:
     adv_lambda: float = flag(0.1, "weight λ of the contrastive loss")
     adv_temperature: float = flag(0.3, "InfoNCE temperature τ")
     adv_projection_dim: int = flag(128, "output size of the projection head")
+    # the multitask run's cost is then only the named tasks' share of the steps (issue #24: CAT on SST alone)
+    adv_tasks: str = flag("", "comma-separated tasks whose batches get CAT, e.g. 'sst'; the others train as without "
+                              "--adversarial (default: every task)")
+
+
+def adversarial_tasks(cfg, tasks) -> List[str]:
+    """The tasks --adv_tasks names, in the run's order (all of them when it is empty); an unknown name is an error."""
+    named = [t.strip() for t in (getattr(cfg, "adv_tasks", "") or "").split(",") if t.strip()]
+    unknown = [t for t in named if t not in tasks]
+    if unknown:
+        raise ValueError(f"--adv_tasks: unknown task {unknown[0]!r}; this run's tasks are {', '.join(tasks)}")
+    return [t for t in tasks if t in named] if named else list(tasks)
 
 
 def fgm_perturbation(grad: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -138,15 +150,18 @@ class AdversarialProcessor:
 
 
 def adversarial_processors(args, model: nn.Module, processors: Dict[str, object]) -> Dict[str, object]:
-    """The processors to train with: unchanged without --adversarial; else each wrapped, and a projection
-    head per task added to `model.heads` (before the Trainer builds its optimizer)."""
+    """The processors to train with: unchanged without --adversarial; else each of --adv_tasks' (every task by
+    default) wrapped, and a projection head per wrapped task added to `model.heads` (before the Trainer builds
+    its optimizer)."""
     if not getattr(args, "adversarial", False):
         return processors
     if getattr(args, "option", "finetune") == "pretrain" or not model.bert.embeddings.word.weight.requires_grad:
         raise ValueError("--adversarial needs --option finetune: it perturbs the (then frozen) word embeddings")
     C = model.bert.config.hidden_size
-    wrapped = {}
-    for name, proc in processors.items():
+    chosen = adversarial_tasks(args, list(processors))
+    wrapped = dict(processors)  # a task not in --adv_tasks keeps its own processor: its loss is exactly base's
+    for name in chosen:
+        proc = processors[name]
         # sentence vectors per example: Siamese heads embed each sentence alone, a cross-encoder the joined pair
         k = {"siamese": 2, "cross+siamese": 3}.get(getattr(proc, "form", "cross"), 1)
         wrapped[name] = AdversarialProcessor(proc, name, args.adv_epsilon, args.adv_lambda, args.adv_temperature, k)
@@ -161,3 +176,14 @@ class AdversarialTechnique(Technique):
 
     def wrap_processors(self, cfg: AdversarialConfig, model, processors):
         return adversarial_processors(cfg, model, processors)
+
+    def conflict(self, args) -> Optional[str]:
+        if getattr(args, "adv_tasks", "") and not getattr(args, "adversarial", False):
+            return "--adv_tasks names the tasks of --adversarial: add --adversarial"
+        tasks = getattr(args, "tasks", None)
+        if tasks and getattr(args, "adversarial", False):
+            try:
+                adversarial_tasks(args, list(tasks))
+            except ValueError as e:
+                return str(e)
+        return None
