@@ -22,9 +22,10 @@ TASKS = ("sst", "cfimdb")
 
 def build_parser(description: str = __doc__.splitlines()[0]):
     parser = base_parser(description, "classifier", out_dir="runs/classifier", epochs=3, lr=1e-4, head_lr=1e-3)
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.group("data").add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), metavar="TASK",
+                                      help=f"train one model on each of these ({', '.join(TASKS)})")
     for name in TASKS:
-        add_task_file_args(parser, name, name)
+        add_task_file_args(parser, name, name, outputs="<option>-{prefix}-{split}-output.csv")
     return parser
 
 

@@ -4,16 +4,17 @@ Every file goes through one reader (`_read`): a `csv.DictReader` over tab-separa
 name, so quoted fields holding tabs or quotes parse, and so does the odd header of the SST/CFIMDB test
 files. Each dataset is then a few lines: which columns hold the text, how to parse and range-check the
 label. Rows that cannot be used (empty or bad label, empty sentence, missing id, an id already seen: the
-predictions are keyed by id) are skipped and reported in one warning per file with their line numbers, so
-nothing is silently mislabelled or silently lost. What cannot be skipped row by row is an error naming the
-file and the line: a byte that is not UTF-8, or an unbalanced quote that swallows the rows after it.
+predictions are keyed by id) are skipped and reported in one notice per file with their line numbers (a
+warning of the `tasks.data` logger), so nothing is silently mislabelled or silently lost. What cannot be
+skipped row by row is an error naming the file and the line: a byte that is not UTF-8, or an unbalanced
+quote that swallows the rows after it.
 """
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import random
-import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 import torch
 
 PathLike = Union[str, Path]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,8 +91,8 @@ def _read_rows(path: Path, f, text_cols, label_col, parse_label, labeled, make) 
         raise ValueError(f"{path}, line {line + 1}: unreadable CSV ({err}); check for an unbalanced quote") from err
     if bad:
         shown = "; ".join(f"line {n}: {why}" for n, why in bad[:5])
-        warnings.warn(f"{path}: skipped {len(bad)} malformed row(s) of {len(bad) + len(examples)} ({shown}"
-                      f"{'; ...' if len(bad) > 5 else ''})", stacklevel=4)
+        log.warning(f"{path}: skipped {len(bad)} malformed row(s) of {len(bad) + len(examples)} ({shown}"
+                    f"{'; ...' if len(bad) > 5 else ''})")
     return examples
 
 

@@ -11,19 +11,21 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from tasks.cli import fail  # noqa: E402
 from tasks.data import get_task  # noqa: E402
+from tasks.inference import predict_split  # noqa: E402
 from tasks.metrics import format_table, overall_score, spearman_r  # noqa: E402
 from tasks.predict import load, parse_args  # noqa: E402
 
 
 def main(argv=None):
-    args = parse_args(argv, description=__doc__.splitlines()[0], splits=("dev",))
+    args = parse_args(argv, description=__doc__.splitlines()[0], splits=("dev",), writes=False)
     model, processors, _, device = load(args, "evaluate.py", ("dev",))
     table, scores = {}, {}
     for name, proc in processors.items():
         if any(e.label is None for e in proc.splits["dev"]):
-            sys.exit(f"evaluate.py: the {name} dev file has no labels to score against")
-        preds = proc.predict(model, "dev", device)
+            fail("evaluate.py", f"the {name} dev file has no labels to score against")
+        preds = predict_split(proc, model, "dev", device)
         scores[name] = proc.score(preds, "dev")
         table[name] = {get_task(name).metric: scores[name]}
         if name == "sts":

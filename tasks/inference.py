@@ -2,16 +2,17 @@
 
 The processors are built from the model's own head config (pair form, both orders, max_length), so a saved
 model reads its input as it did in training; predictions go through the processors' `predict` (batches of
-similar length, in file order) and are written as the coursework's `id,Predicted_*` files.
+similar length, in file order, with a progress bar) and are written as the coursework's `id,Predicted_*` files.
 """
 from __future__ import annotations
 
-import sys
-from typing import Dict, Mapping, Sequence
+from typing import Dict, List, Mapping, Sequence
 
+from tqdm.auto import tqdm
 
 from minibert import CheckpointError
 
+from .cli import fail
 from .data import get_task
 from .metrics import overall_score
 from .model import MultitaskBert
@@ -43,6 +44,14 @@ def build_processor(name: str, model: MultitaskBert, tokenizer, files: Mapping[s
     return PROCESSORS[name].from_files(name, tokenizer, **paths, **processor_options(model.head_config(), name), **kw)
 
 
+def predict_split(proc: Processor, model, split: str, device) -> List:
+    """`proc.predict` with a progress bar over its examples: a saved model's dev and test sets take a minute on a
+    CPU (tasks/predict.py, tasks/evaluate.py, the end of training)."""
+    with tqdm(total=len(proc.splits[split]), desc=f"predicting {proc.name} {split}", unit="ex", mininterval=2.0,
+              dynamic_ncols=True, leave=False) as bar:
+        return proc.predict(model, split, device, progress=bar.update)
+
+
 def predict_and_write(model, processors: Mapping[str, Processor], files: Mapping[str, Mapping[str, str]], device,
                       splits: Sequence[str] = ("dev", "test")) -> Dict[str, float]:
     """Predict each processor's dev and test examples, write files[task]["{split}_out"], return the dev scores."""
@@ -51,7 +60,7 @@ def predict_and_write(model, processors: Mapping[str, Processor], files: Mapping
         for split in splits:
             if not proc.splits[split]:
                 continue
-            preds = proc.predict(model, split, device)
+            preds = predict_split(proc, model, split, device)
             if f"{split}_out" in files[name]:
                 proc.write(files[name][f"{split}_out"], preds, split)
             if split == "dev" and all(e.label is not None for e in proc.splits["dev"]):
@@ -67,16 +76,17 @@ def dev_table(scores: Mapping[str, float]) -> Dict[str, Dict[str, float]]:
 
 
 def load_or_exit(name_or_path, prog: str, allow_no_heads: bool = False) -> MultitaskBert:
-    """For the CLIs: the model, or exit with the loader's message (no traceback for a wrong --model)."""
+    """For the CLIs: the model, or exit with the loader's message (`prog: error: ...`, no traceback for a wrong
+    --model)."""
     try:
         return MultitaskBert.from_pretrained(name_or_path, allow_no_heads=allow_no_heads)
     except (CheckpointError, OSError, ValueError) as err:  # OSError: a missing folder, weights or vocab.txt
-        sys.exit(f"{prog}: {err}")
+        fail(prog, err)
 
 
 def model_tasks(model: MultitaskBert, wanted, prog: str) -> list:
     """The tasks to run: `wanted` (a subset of the model's) or all of the model's."""
     missing = [t for t in wanted or () if t not in model.tasks]
     if missing:
-        sys.exit(f"{prog}: the model has no head for {', '.join(missing)} (its tasks: {', '.join(model.tasks)})")
+        fail(prog, f"the model has no head for {', '.join(missing)} (its tasks: {', '.join(model.tasks)})")
     return list(wanted or model.tasks)

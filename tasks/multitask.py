@@ -26,10 +26,15 @@ LOSS_WEIGHTS = {"sst": 1.0, "para": 1.0, "sts": 10.0}
 def parse_args(argv=None):
     parser = base_parser(__doc__.splitlines()[0], "multitask", out_dir="runs/multitask", epochs=3, lr=1e-4, head_lr=1e-3)
     g = parser.add_argument_group("multitask")
-    g.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="train a subset of the tasks")
-    g.add_argument("--para_head", choices=PARA_HEADS, default="cross")
-    g.add_argument("--sts_head", choices=STS_HEADS, default="cosine")
-    g.add_argument("--sts_loss", choices=("mse", "mse+corr"), default="mse")
+    g.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), metavar="TASK",
+                   help=f"train these of the tasks ({', '.join(TASKS)})")
+    g.add_argument("--para_head", choices=PARA_HEADS, default="cross",
+                   help="Quora's head: cross = a linear layer on [CLS] a [SEP] b [SEP]; siamese = an MLP on "
+                        "[u; v; |u−v|; u∗v] of the two sentence vectors; cross+siamese = the mean of both")
+    g.add_argument("--sts_head", choices=STS_HEADS, default="cosine",
+                   help="STS's head: the cosine of the two sentence vectors, or a linear layer on the joined pair")
+    g.add_argument("--sts_loss", choices=("mse", "mse+corr"), default="mse",
+                   help="STS's loss: MSE on the 0–1 scale, or MSE plus (1 − the batch's Pearson r)")
     g.add_argument("--sts_cosine_map", choices=STS_COSINE_MAPS, default="clamp",
                    help="the cosine head's 0–5 score: clamp = 5·clamp(cos, 0, 1); affine = 5·(cos + 1)/2, in the "
                         "loss's target space and in the predictions")
@@ -41,9 +46,10 @@ def parse_args(argv=None):
     g.add_argument("--symmetric_pairs", action=argparse.BooleanOptionalAction, default=False,
                    help="train on each pair in a random order per epoch and predict from the mean over both orders")
     for name in TASKS:
-        g.add_argument(f"--{name}_batch_size", type=int, default=None, help="default: --batch_size")
+        g.add_argument(f"--{name}_batch_size", type=int, default=None,
+                       help=f"{name}'s batch size (default: --batch_size)")
         g.add_argument(f"--{name}_loss_weight", type=float, default=LOSS_WEIGHTS[name],
-                       help="scale of this task's loss in the summed step (default %(default)s)")
+                       help=f"scale of {name}'s loss in the summed step")
         add_task_file_args(parser, name, name)
     return parse_with_config(parser, argv)
 

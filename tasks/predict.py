@@ -7,7 +7,6 @@ For every task the model has a head for, predicts the dev and test files and wri
 predictions/{task}-{dev,test}-output.csv: the same flags, file names and prediction path (processors built
 from the model's head config, length-sorted batches) as the end of training, so the files are identical.
 """
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -18,25 +17,32 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from tasks.devices import pick_device  # noqa: E402
 from tasks.inference import build_processor, dev_table, load_or_exit, model_tasks, predict_and_write  # noqa: E402
 from tasks.metrics import format_table  # noqa: E402
+from tasks.cli import Parser, configure_logging, fail  # noqa: E402
 from tasks.run import add_task_file_args, task_files  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = ("sst", "cfimdb", "para", "sts")
 
 
-def parse_args(argv=None, description=None, splits=("dev", "test")):
-    parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", default=str(REPO / "runs" / "multitask" / "model"),
-                        help="a model folder written by training (a plain encoder or hub id is refused: its heads are untrained)")
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=None, help="default: every task the model has")
-    parser.add_argument("--use_gpu", action="store_true")
-    parser.add_argument("--data_dir", default=str(REPO / "data"), help="folder with the CS224N files")
-    parser.add_argument("--predictions_dir", default=str(REPO / "predictions"))
+def parse_args(argv=None, description=None, splits=("dev", "test"), writes=True):
+    """The flags of predict.py, and of evaluate.py (`writes=False`: it writes no files, so it has no output flags)."""
+    parser = Parser(description=description or __doc__.splitlines()[0], usage="%(prog)s [-h] [options]")
+    parser.add_argument("--model", default=str(REPO / "runs" / "multitask" / "model"), metavar="DIR",
+                        help="a model folder written by training (a plain encoder or hub id is refused: its heads "
+                             "are untrained)")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=None, metavar="TASK",
+                        help=f"some of the model's tasks ({', '.join(TASKS)}) (default: every task the model has)")
+    parser.add_argument("--use_gpu", action="store_true", help="CUDA, else Apple MPS, else the CPU with a warning")
+    parser.add_argument("--data_dir", default=str(REPO / "data"), metavar="DIR", help="folder with the CS224N files")
+    if writes:
+        parser.add_argument("--predictions_dir", default=str(REPO / "predictions"), metavar="DIR",
+                            help="where the prediction files go")
     if "test" in splits:
-        parser.add_argument("--splits", nargs="+", choices=splits, default=list(splits))
+        parser.add_argument("--splits", nargs="+", choices=splits, default=list(splits), metavar="SPLIT",
+                            help="the splits to predict (dev, test)")
     for name in TASKS:
-        add_task_file_args(parser, name, name)
+        add_task_file_args(parser, name, name, outputs="{prefix}-{split}-output.csv" if writes else None, inputs=splits)
+    configure_logging()
     return parser.parse_args(argv)
 
 
@@ -50,8 +56,8 @@ def load(args, prog: str, splits):
         files[name] = task_files(args, name, name)
         try:
             processors[name] = build_processor(name, model, model.tokenizer, files[name], splits=splits)
-        except (OSError, ValueError) as err:
-            sys.exit(f"{prog}: {err}")
+        except (OSError, ValueError) as err:  # a missing, unreadable or empty data file
+            fail(prog, err)
     return model, processors, files, device
 
 

@@ -7,10 +7,10 @@ itself knows nothing about sentiment or paraphrases.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
-import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,8 @@ from torch.utils.data import DataLoader
 from .data import LengthBucketSampler, PairCollator, SentenceCollator, example_lengths, get_task, subsample
 from .losses import similarity_loss
 from .metrics import accuracy, pearson_r, write_predictions
+
+log = logging.getLogger(__name__)
 
 
 def to_device(batch: dict, device) -> dict:
@@ -58,7 +60,7 @@ class Processor:
             if path is not None and not examples:
                 problem = f"{path}: no usable rows (a header and no rows, or every row skipped as malformed)"
                 if split == "test":
-                    warnings.warn(f"{problem}: no {name} test predictions will be written", stacklevel=2)
+                    log.warning(f"{problem}: no {name} test predictions will be written")
                 else:
                     raise ValueError(f"{problem}: nothing to {'train' if split == 'train' else 'evaluate'} {name} on")
             splits[split] = examples if split == "test" else subsample(examples, max_examples)
@@ -106,9 +108,10 @@ class Processor:
         raise NotImplementedError
 
     @torch.no_grad()
-    def predict(self, model, split: str = "dev", device="cpu") -> List:
-        """Predictions for every example of a split, in file order (batches sorted by length for speed)."""
-        return self._in_file_order(model, split, device, self.predict_examples)
+    def predict(self, model, split: str = "dev", device="cpu", progress: Optional[Callable] = None) -> List:
+        """Predictions for every example of a split, in file order (batches sorted by length for speed);
+        `progress(n)` is called after each batch of n examples (a progress bar's update)."""
+        return self._in_file_order(model, split, device, self.predict_examples, progress)
 
     @torch.no_grad()
     def probabilities(self, model, split: str = "dev", device="cpu") -> torch.Tensor:
@@ -116,7 +119,7 @@ class Processor:
         paraphrase probability (N,), or the 0–5 similarity (N,); `from_probabilities` turns them into predictions."""
         return torch.stack(self._in_file_order(model, split, device, self.probability_examples))
 
-    def _in_file_order(self, model, split: str, device, per_batch) -> List:
+    def _in_file_order(self, model, split: str, device, per_batch, progress=None) -> List:
         examples = self.splits[split]
         order = sorted(range(len(examples)), key=lambda i: _text_length(examples[i]))
         preds = [None] * len(examples)
@@ -126,6 +129,8 @@ class Processor:
             idx = order[start:start + self.eval_batch_size]
             for i, p in zip(idx, per_batch(model, [examples[i] for i in idx], device)):
                 preds[i] = p
+            if progress is not None:
+                progress(len(idx))
         model.train(was_training)
         return preds
 

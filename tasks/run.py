@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -21,6 +21,7 @@ from minibert import BertModel, Tokenizer
 
 from . import techniques
 from .checkpointing import atomic_write_text, load_state, write_jsonl
+from .cli import Parser, config_tokens, configure_logging, fail
 from .data import get_task, hold_out
 from .devices import pick_device
 from .distributed import init_distributed, leave_distributed
@@ -38,65 +39,64 @@ REPO = Path(__file__).resolve().parent.parent
 SPLIT_FILES = {"train": "train", "dev": "dev", "test": "test-student"}
 
 
-def base_parser(description: str, cli: str, **train_defaults) -> argparse.ArgumentParser:
-    """The model, data and training flags, and those of every technique `cli` offers."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--config", default=None, help="a JSON file of flag values (e.g. a run's run_config.json); "
-                                                       "flags given on the command line override it")
+def base_parser(description: str, cli: str, **train_defaults) -> Parser:
+    """The model, data and training flags, and those of every technique `cli` offers, each group a screen."""
+    parser = Parser(description=description)
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="a JSON file of flag values, e.g. a run's run_config.json; the command line "
+                             "overrides it (default: none)")
     g = parser.add_argument_group("model")
-    g.add_argument("--model", default=None,
-                   help="checkpoint: none = the embedded all-MiniLM-L6-v2, a local folder, or a hub id (bert-base-uncased)")
+    g.add_argument("--model", default=None, metavar="NAME|DIR",
+                   help="the checkpoint: a local folder or a hub id such as bert-base-uncased (default: the "
+                        "embedded all-MiniLM-L6-v2)")
     g.add_argument("--option", choices=("pretrain", "finetune"), default="finetune",
                    help="pretrain: freeze the encoder, train the heads only; finetune: update everything")
-    g.add_argument("--hidden_dropout_prob", type=float, default=0.1)
-    g.add_argument("--pooling", choices=POOLINGS, default="mean")
+    g.add_argument("--hidden_dropout_prob", type=float, default=0.1,
+                   help="dropout in the encoder's layers and on each head's input")
+    g.add_argument("--pooling", choices=POOLINGS, default="mean",
+                   help="the sentence vector: the mean of the token vectors, [CLS]'s, or the pooler's tanh(W h_CLS)")
     g.add_argument("--max_length", type=int, default=128, help="tokens per sentence (or per joined pair)")
     g.add_argument("--attn_implementation", choices=("sdpa", "manual"), default="sdpa",
                    help="sdpa: torch's fused attention; manual: the written-out softmax(q kᵀ/√d) v")
     g.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False,
-                   help="recompute each layer's activations in the backward pass: less memory, more time (large models)")
+                   help="recompute each layer's activations in the backward pass: less memory, more time")
     g.add_argument("--reinit_layers", type=int, default=0,
-                   help="draw the top K encoder layers afresh (BERT's initialisation) before fine-tuning (tasks/param_groups.py)")
+                   help="draw the top K encoder layers afresh before fine-tuning (tasks/param_groups.py)")
     g.add_argument("--head_dropout_samples", type=int, default=1,
                    help="multi-sample dropout: in training, each head's output is the mean over K dropout masks")
     g = parser.add_argument_group("data")
-    g.add_argument("--data_dir", default=str(REPO / "data"), help="folder with the CS224N files")
+    g.add_argument("--data_dir", default=str(REPO / "data"), metavar="DIR", help="folder with the CS224N files")
     g.add_argument("--max_examples", type=int, default=None,
-                   help="train and evaluate on a fixed random N examples of each file (quick runs); test: every row")
-    g.add_argument("--batch_size", type=int, default=32)
-    g.add_argument("--predictions_dir", default=str(REPO / "predictions"))
+                   help="train and evaluate on a fixed random N rows of each file, for quick runs; test: every row "
+                        "(default: every row)")
+    g.add_argument("--batch_size", type=int, default=32, help="examples per training batch")
+    g.add_argument("--predictions_dir", default=str(REPO / "predictions"), metavar="DIR",
+                   help="where the prediction files go")
     g.add_argument("--predict_test", action=argparse.BooleanOptionalAction, default=True,
-                   help="also predict the unlabelled test split (--no-predict_test: dev only, e.g. for ablations)")
+                   help="also predict the unlabelled test split (off: dev only, e.g. for ablations)")
     g.add_argument("--select_on", choices=("dev", "heldout"), default="dev",
-                   help="what picks the best epoch: dev (the coursework's way), or a fixed held-out share of the training "
-                        "rows (--heldout_fraction), so that dev only reports (tasks/ablate.py's fair protocol)")
+                   help="what picks the best epoch: dev (the coursework's way), or a fixed held-out share of the "
+                        "training rows, so that dev only reports (tasks/ablate.py's fair protocol)")
     g.add_argument("--heldout_fraction", type=float, default=0.1, help="(--select_on heldout) share of training rows held out")
+    parser.group("data files", "each task's inputs and prediction files")  # filled by add_task_file_args
     add_dataclass_args(parser.add_argument_group("training"), TrainConfig, **train_defaults)
     techniques.add_technique_args(parser, cli)
     return parser
 
 
-def parse_with_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """parse_args, with --config's values as the defaults; an unknown name in the file is an error naming it."""
+def parse_with_config(parser: Parser, argv=None) -> argparse.Namespace:
+    """parse_args after the tokens of --config's file (tasks/cli.py), so the command line wins and the file's
+    values get the same checks; then the checks across flags (the techniques', the training loop's)."""
+    configure_logging()
+    argv = sys.argv[1:] if argv is None else list(argv)
     first, _ = parser.parse_known_args(argv)
-    if first.config:
-        path = Path(first.config)
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            parser.error(f"--config {path}: {err}")
-        known = {a.dest for a in parser._actions}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            parser.error(f"--config {path}: unknown flag(s) {', '.join(unknown)}")
-        values.pop("config", None)
-        parser.set_defaults(**values)
-    args = parser.parse_args(argv)
+    args = parser.parse_args((config_tokens(parser, first.config) if first.config else []) + argv)
     for problem in techniques.conflicts(args):
         parser.error(problem)
-    phases = getattr(args, "phases", None)
-    if isinstance(phases, (str, list)):  # from a config file: the same check as on the command line
-        args.phases = techniques.phases.parse_phases(phases if isinstance(phases, str) else ",".join(phases))
+    try:
+        dataclass_from_args(TrainConfig, args)
+    except ValueError as err:
+        parser.error(str(err))
     return args
 
 
@@ -109,22 +109,28 @@ def write_run_config(args: argparse.Namespace, out_dir) -> None:
     atomic_write_text(Path(out_dir) / "run_config.json", json.dumps(resolved_flags(args), indent=1) + "\n")
 
 
-def add_task_file_args(parser: argparse.ArgumentParser, prefix: str, task: str) -> None:
-    """--{prefix}_train/dev/test and --{prefix}_dev_out/test_out, as the coursework names them."""
-    for split in ("train", "dev", "test"):
-        parser.add_argument(f"--{prefix}_{split}", default=None,
-                            help=f"default: <data_dir>/{get_task(task).filename(SPLIT_FILES[split])}")
-    for split in ("dev", "test"):
-        parser.add_argument(f"--{prefix}_{split}_out", default=None,
-                            help=f"default: <predictions_dir>/{prefix}-{split}-output.csv")
+def add_task_file_args(parser: argparse.ArgumentParser, prefix: str, task: str,
+                       outputs: Optional[str] = "{prefix}-{split}-output.csv",
+                       inputs: Sequence[str] = ("train", "dev", "test")) -> None:
+    """--{prefix}_train/dev/test (those of `inputs`) and, unless `outputs` is None, --{prefix}_dev_out/test_out,
+    as the coursework names them, in the "data files" group; `outputs` is the outputs' default name, for the help."""
+    about = "each task's inputs" + (" and prediction files" if outputs else "")
+    g = parser.group("data files", about) if isinstance(parser, Parser) else parser
+    for split in inputs:
+        g.add_argument(f"--{prefix}_{split}", default=None, metavar="FILE",
+                       help=f"default: <data_dir>/{get_task(task).filename(SPLIT_FILES[split])}")
+    for split in ("dev", "test") if outputs else ():
+        g.add_argument(f"--{prefix}_{split}_out", default=None, metavar="FILE",
+                       help=f"default: <predictions_dir>/{outputs.format(prefix=prefix, split=split)}")
 
 
 def task_files(args, prefix: str, task: str) -> Dict[str, str]:
+    """The files of one task: each flag's, else its default; no outputs for a CLI without --predictions_dir."""
     files = {}
     for split in ("train", "dev", "test"):
         given = getattr(args, f"{prefix}_{split}", None)
         files[split] = given or str(Path(args.data_dir) / get_task(task).filename(SPLIT_FILES[split]))
-    for split in ("dev", "test"):
+    for split in ("dev", "test") if hasattr(args, "predictions_dir") else ():
         given = getattr(args, f"{prefix}_{split}_out", None)
         files[f"{split}_out"] = given or str(Path(args.predictions_dir) / f"{prefix}-{split}-output.csv")
     return files
@@ -183,10 +189,14 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, batc
 
     processors = {}
     for name in tasks:  # read as the model's head config says, the same path as tasks/predict.py
-        processors[name] = build_processor(
-            name, model, tokenizer, files[name], splits=("train", "dev", "test") if args.predict_test else ("train", "dev"),
-            max_examples=args.max_examples, batch_size=(batch_sizes or {}).get(name) or args.batch_size,
-            seed=config.seed, **({"loss_kind": sts_loss} if name == "sts" else {}))
+        splits = ("train", "dev", "test") if args.predict_test else ("train", "dev")
+        try:
+            processors[name] = build_processor(
+                name, model, tokenizer, files[name], splits=splits, max_examples=args.max_examples,
+                batch_size=(batch_sizes or {}).get(name) or args.batch_size, seed=config.seed,
+                **({"loss_kind": sts_loss} if name == "sts" else {}))
+        except (OSError, ValueError) as err:  # a missing, unreadable or empty data file: the user's to fix
+            fail(Path(sys.argv[0]).name, err)
         processors[name].loss_weight = (loss_weights or {}).get(name, 1.0)
         if name == "para" and para_augment != "none":
             log(augment_processor(processors[name], files[name], para_augment, para_augment_cap, config.seed))

@@ -49,7 +49,7 @@ from .techniques.base import flag
 class TrainConfig:
     epochs: int = flag(3, "training epochs")
     lr: float = flag(5e-5, "the encoder's peak learning rate")
-    head_lr: Optional[float] = flag(None, "the heads' learning rate (default: --lr)")
+    head_lr: Optional[float] = flag(None, "the heads' learning rate", unset="--lr")
     layer_lr_decay: float = flag(1.0, "layer-wise lr decay: encoder layer i of L at lr·d^(L−i), embeddings lr·d^(L+1), "
                                       "heads unchanged (1: off; tasks/param_groups.py)")
     weight_decay: float = flag(0.01, "AdamW's decoupled weight decay (not on biases and LayerNorms)")
@@ -67,7 +67,7 @@ class TrainConfig:
     eval_every: int = flag(0, "evaluate every N optimizer steps (0: once per epoch)")
     patience: int = flag(0, "stop after K evaluations without a better dev score (0: never); the best is kept")
     save_every: int = flag(0, "also write the resumable checkpoint every N optimizer steps (0: at evaluations only)")
-    out_dir: str = flag("runs/multitask", "metrics, checkpoints and the saved model go here")
+    out_dir: str = flag("runs/multitask", "metrics, checkpoints and the saved model go here", metavar="DIR")
     resume: bool = flag(False, "continue from <out_dir>/last.safetensors, at the exact batch it was written")
     compile: bool = flag(False, "torch.compile the encoder's layers (falls back to eager, with a warning)")
 

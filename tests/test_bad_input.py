@@ -1,6 +1,7 @@
 """Bad input files get an error naming the file and line, or a skip that is counted and named: never silence."""
 import csv
-import warnings
+import logging
+import re
 
 import pytest
 
@@ -16,11 +17,15 @@ def rows(n, start=0):
     return "".join(f"{i}\tid{i}\t Sentence number {i} .\t{i % 5}\n" for i in range(start, start + n))
 
 
-def load_warned(loader, path):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        examples = loader(path)
-    return examples, [str(w.message) for w in caught]
+@pytest.fixture
+def load_logged(caplog):
+    """Run a loader: (examples, the notices it logged), tasks.data's warnings as the CLIs print them."""
+    def load(loader, path, **kw):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tasks.data"):
+            examples = loader(path, **kw)
+        return examples, [r.getMessage() for r in caplog.records if r.name == "tasks.data"]
+    return load
 
 
 def test_a_byte_that_is_not_utf8_names_file_line_and_byte(tmp_path):
@@ -38,10 +43,10 @@ def test_a_byte_that_is_not_utf8_deep_in_a_big_file(tmp_path):
         load_similarity(path)
 
 
-def test_duplicate_ids_are_skipped_counted_and_named(tmp_path, tiny_checkpoint):
+def test_duplicate_ids_are_skipped_counted_and_named(tmp_path, tiny_checkpoint, load_logged):
     path = tmp_path / "ids-sst-test-student.csv"
     path.write_text("\tid\tsentence\n0\tt1\t One .\n1\tt2\t Two .\n2\tt1\t One again .\n3\tt3\t Three .\n4\tt1\t Once more .\n")
-    examples, msgs = load_warned(load_sentiment, path)
+    examples, msgs = load_logged(load_sentiment, path)
     assert [(e.id, e.sentence) for e in examples] == [("t1", "One ."), ("t2", "Two ."), ("t3", "Three .")]
     assert len(msgs) == 1 and "skipped 2 malformed row(s) of 5" in msgs[0]
     assert "line 4: duplicate id 't1' (first on line 2)" in msgs[0] and "line 6: duplicate id 't1' (first on line 2)" in msgs[0]
@@ -52,7 +57,7 @@ def test_duplicate_ids_are_skipped_counted_and_named(tmp_path, tiny_checkpoint):
     assert ids == ["t1", "t2", "t3"]  # one prediction per id
 
 
-def test_an_unbalanced_quote_that_swallows_rows_names_the_lines(tmp_path):
+def test_an_unbalanced_quote_that_swallows_rows_names_the_lines(tmp_path, load_logged):
     path = tmp_path / "quora-dev.csv"
     head = "\tid\tsentence1\tsentence2\tis_duplicate\n"
     good = "".join(f"{i}\tq{i}\tIs it {i}?\tIs it really {i}?\t1.0\n" for i in range(2, 6))
@@ -66,11 +71,12 @@ def test_an_unbalanced_quote_that_swallows_rows_names_the_lines(tmp_path):
         load_paraphrase(path)  # before: "skipped 1 malformed row(s) of 2 (line 3: empty label)"
     # a quoted sentence over two lines (no row inside it) is still read, as before
     path.write_text(head + '0\tq0\t"Over\ntwo lines?"\tYes.\t1.0\n1\tq1\tNext?\tNext.\t0.0\n')
-    examples, msgs = load_warned(load_paraphrase, path)
+    examples, msgs = load_logged(load_paraphrase, path)
     assert [e.sentence1 for e in examples] == ["Over\ntwo lines?", "Next?"] and msgs == []
 
 
-def test_a_training_file_without_rows_stops_before_training_naming_the_file(tmp_path, tiny_checkpoint, tiny_data):
+def test_a_training_file_without_rows_stops_before_training_naming_the_file(tmp_path, tiny_checkpoint, tiny_data,
+                                                                            caplog, capsys):
     tok = Tokenizer.from_pretrained(tiny_checkpoint)
     empty = tmp_path / "ids-sst-train.csv"
     empty.write_text(HEADER)
@@ -79,16 +85,22 @@ def test_a_training_file_without_rows_stops_before_training_naming_the_file(tmp_
     all_bad = tmp_path / "all-bad.csv"
     all_bad.write_text(HEADER + "0\tx\t Label missing .\t\n")
     with pytest.raises(ValueError, match=r"all-bad\.csv: no usable rows .*every row skipped"):
-        with pytest.warns(UserWarning, match="skipped 1 malformed"):
-            SentimentProcessor.from_files("sst", tok, train=all_bad)
+        SentimentProcessor.from_files("sst", tok, train=all_bad)
+    assert "all-bad.csv: skipped 1 malformed" in caplog.text  # a logged notice, not a UserWarning
     with pytest.raises(ValueError, match="nothing to evaluate sst on"):
         SentimentProcessor.from_files("sst", tok, train=tiny_data / "ids-sst-train.csv", dev=empty)
-    with pytest.warns(UserWarning, match=r"ids-sst-train\.csv: no usable rows .*: no sst test predictions will be written"):
-        SentimentProcessor.from_files("sst", tok, test=empty)  # an empty test file is odd, not fatal: said, not silent
-    with pytest.raises(ValueError, match=r"ids-sst-train\.csv: no usable rows"):  # the CLI stops at load time
+    caplog.clear()
+    SentimentProcessor.from_files("sst", tok, test=empty)  # an empty test file is odd, not fatal: said, not silent
+    assert [(r.levelname, r.name) for r in caplog.records] == [("WARNING", "tasks.processors")]
+    assert re.search(r"ids-sst-train\.csv: no usable rows .*: no sst test predictions will be written", caplog.text)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:  # the CLI stops at load time, with the message alone
         multitask.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--tasks", "sst",
                         "--sst_train", str(empty), "--out_dir", str(tmp_path / "run"),
                         "--predictions_dir", str(tmp_path / "pred")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err  # before: a ValueError's traceback
+    assert re.search(r"^\S+: error: \S*ids-sst-train\.csv: no usable rows .*nothing to train sst on$", err, re.M)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
@@ -105,10 +117,10 @@ def test_max_examples_limits_train_and_dev_but_test_predictions_cover_every_id(t
     assert len((tmp_path / "pred" / "sts-dev-output.csv").read_text().splitlines()) == 6
 
 
-def test_what_already_worked_still_does(tmp_path):
+def test_what_already_worked_still_does(tmp_path, load_logged):
     path = tmp_path / "sts-train.csv"
     path.write_text("\tid\tsentence1\tsentence2\tsimilarity\n0\ts0\tA.\tB.\tnan\n1\ts1\tA.\tB.\tinf\n2\ts2\tA.\tB.\t3.5\n")
-    examples, msgs = load_warned(load_similarity, path)
+    examples, msgs = load_logged(load_similarity, path)
     assert [e.id for e in examples] == ["s2"] and "skipped 2 malformed row(s) of 3" in msgs[0]
     assert "line 2: label 'nan'" in msgs[0] and "line 3: label 'inf'" in msgs[0]
     (tmp_path / "empty.csv").write_text("")

@@ -1,6 +1,6 @@
 """tasks.data and tasks.fetch_data: loaders on hand-made bad files and on the real CS224N files, collators,
 the length-bucketed sampler, and the data fetcher."""
-import warnings
+import logging
 from pathlib import Path
 
 import pytest
@@ -21,18 +21,21 @@ def tok():
     return Tokenizer.from_pretrained()
 
 
-def load_warned(loader, path, **kw):
-    """Run a loader and return (examples, messages of the warnings it raised)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        examples = loader(path, **kw)
-    return examples, [str(w.message) for w in caught]
+@pytest.fixture
+def load_logged(caplog):
+    """Run a loader: (examples, the notices it logged), tasks.data's warnings as the CLIs print them."""
+    def load(loader, path, **kw):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tasks.data"):
+            examples = loader(path, **kw)
+        return examples, [r.getMessage() for r in caplog.records if r.name == "tasks.data"]
+    return load
 
 
 # ----------------------------------------------------------------------------- loaders on fixtures
 
-def test_sentiment_skips_and_reports_bad_rows():
-    examples, msgs = load_warned(load_sentiment, FIXTURES / "sst-bad.csv")
+def test_sentiment_skips_and_reports_bad_rows(load_logged):
+    examples, msgs = load_logged(load_sentiment, FIXTURES / "sst-bad.csv")
     assert [(e.id, e.label) for e in examples] == [("a1", 3), ("a7", 4), ("a10", 0), ("a11", 0)]
     assert examples[0].sentence == "A fine film ."  # stripped, case kept
     assert examples[1].sentence == 'A quoted\ttab and "quotes" .'
@@ -46,30 +49,30 @@ def test_sentiment_skips_and_reports_bad_rows():
         assert expected in msg
 
 
-def test_cfimdb_range_is_binary(tmp_path):
+def test_cfimdb_range_is_binary(tmp_path, load_logged):
     path = tmp_path / "ids-cfimdb-dev.csv"
     path.write_text("\tid\tsentence\tsentiment\n0\tc1\t Good .\t1\n1\tc2\t Odd .\t2\n")
-    examples, msgs = load_warned(TASKS["cfimdb"].loader, path)
+    examples, msgs = load_logged(TASKS["cfimdb"].loader, path)
     assert [e.id for e in examples] == ["c1"] and "line 3: label '2' is not an integer in [0, 1]" in msgs[0]
 
 
-def test_paraphrase_with_crlf_and_quoted_tab():
-    examples, msgs = load_warned(load_paraphrase, FIXTURES / "quora-bad.csv")
+def test_paraphrase_with_crlf_and_quoted_tab(load_logged):
+    examples, msgs = load_logged(load_paraphrase, FIXTURES / "quora-bad.csv")
     assert [(e.id, e.label) for e in examples] == [("q1", 1), ("q4", 0)]
     assert examples[1].sentence1 == "What does\\t mean?" and examples[1].sentence2 == "Where is the\ttab key?"
     assert len(msgs) == 1 and "quora-bad.csv: skipped 3 malformed row(s) of 5" in msgs[0]
     assert "line 3: empty label" in msgs[0] and "line 4: label '0.5'" in msgs[0] and "line 6: empty sentence2" in msgs[0]
 
 
-def test_similarity_labels_are_floats_in_range():
-    examples, msgs = load_warned(load_similarity, FIXTURES / "sts-bad.csv")
+def test_similarity_labels_are_floats_in_range(load_logged):
+    examples, msgs = load_logged(load_similarity, FIXTURES / "sts-bad.csv")
     assert [(e.id, e.label) for e in examples] == [("s1", 4.6), ("s4", 0.0)]
     assert all(isinstance(e, PairExample) and isinstance(e.label, float) for e in examples)
     assert "skipped 3 malformed row(s) of 5" in msgs[0] and "line 6: label '-1'" in msgs[0]
 
 
-def test_unlabelled_file_with_odd_header():
-    examples, msgs = load_warned(load_sentiment, FIXTURES / "sst-test-student.csv")
+def test_unlabelled_file_with_odd_header(load_logged):
+    examples, msgs = load_logged(load_sentiment, FIXTURES / "sst-test-student.csv")
     assert msgs == []
     assert examples == [SentenceExample("t1", "Effective but too-tepid biopic", None),
                         SentenceExample("t2", "If you like fun , see it .", None),
@@ -78,8 +81,8 @@ def test_unlabelled_file_with_odd_header():
         load_sentiment(FIXTURES / "sst-test-student.csv", labeled=True)
 
 
-def test_labeled_false_keeps_rows_with_bad_labels():
-    examples, msgs = load_warned(load_sentiment, FIXTURES / "sst-bad.csv", labeled=False)
+def test_labeled_false_keeps_rows_with_bad_labels(load_logged):
+    examples, msgs = load_logged(load_sentiment, FIXTURES / "sst-bad.csv", labeled=False)
     assert [e.id for e in examples] == ["a1", "a2", "a3", "a5", "a7", "a8", "a9", "a10", "a11"]
     assert all(e.label is None for e in examples)
     assert "skipped 2 malformed row(s)" in msgs[0]  # empty sentence, empty id
@@ -126,10 +129,10 @@ REAL = {  # file: (rows kept, rows skipped); quora-train has two rows whose labe
 
 
 @pytest.mark.parametrize("task,split", [(t, s) for t in TASKS for s in ("train", "dev", "test-student")])
-def test_real_files(task, split):
+def test_real_files(task, split, load_logged):
     spec = TASKS[task]
     name = spec.filename(split)
-    examples, msgs = load_warned(spec.loader, data_file(name))
+    examples, msgs = load_logged(spec.loader, data_file(name))
     kept, skipped = REAL[name]
     assert len(examples) == kept
     assert len(msgs) == (1 if skipped else 0) and (not skipped or f"skipped {skipped} malformed" in msgs[0])

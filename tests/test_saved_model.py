@@ -137,7 +137,7 @@ def test_wrong_or_partial_folders_say_what_is_wrong(tiny_checkpoint, saved, tmp_
     with pytest.raises(CheckpointNotFoundError, match="no weights file"):
         MultitaskBert.from_pretrained(wrong)
     (partial / "vocab.txt").unlink()
-    with pytest.raises(SystemExit, match=r"predict\.py: Tokenizer vocabulary .*vocab\.txt does not exist"):
+    with pytest.raises(SystemExit, match=r"predict\.py: error: Tokenizer vocabulary .*vocab\.txt does not exist"):
         predict.main(["--model", str(partial)])
 
 

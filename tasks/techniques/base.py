@@ -113,12 +113,17 @@ class ProcessorWrapper:
 
 def add_dataclass_args(parser, cls, **defaults) -> None:
     """One --flag per dataclass field, typed from its annotation; `defaults` override the dataclass's.
-    A field's help is its `metadata["help"]`; choices come from `metadata["choices"]`."""
+    A field's help is its `metadata["help"]`; choices, type and metavar come from the metadata too, and
+    `metadata["unset"]` says what a None default means (shown as the default only while it is None)."""
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         default = defaults.get(field.name, field.default)
         kind, meta = hints[field.name], dict(field.metadata)
         extra = {"help": meta.get("help")}
+        if default is None and "unset" in meta:
+            extra["help"] += f" (default: {meta['unset']})"
+        if "metavar" in meta:
+            extra["metavar"] = meta["metavar"]
         if kind is bool:
             parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=default, **extra)
             continue
@@ -134,5 +139,5 @@ def dataclass_from_args(cls, args: argparse.Namespace):
 
 
 def flag(default, help: str, **metadata):
-    """A dataclass field that is also a documented command-line flag."""
+    """A dataclass field that is also a documented command-line flag (metadata: choices, type, metavar, unset)."""
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
