@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tasks.model import MultitaskBert
+from tasks.techniques.base import flag
 
 from .losses import VARIANTS, gan_losses
 
@@ -28,19 +29,21 @@ G_SCHEDULES = ("constant", "linear")
 
 @dataclass(frozen=True)
 class GanConfig:
-    method: str = "acganbert"  # plain | ganbert | acganbert
-    noise_dim: int = 100
-    g_layers: int = 1  # hidden layers of G
-    d_layers: int = 1  # hidden layers of D
-    g_hidden: int = 0  # width of G's hidden layers; 0: the encoder's hidden size
-    d_hidden: int = 0  # width of D's hidden layers; 0: the encoder's hidden size
-    gan_dropout: float = 0.1
-    aux_weight: float = 1.0  # AC-GAN-BERT's auxiliary class term, in both players' losses
-    feature_matching_weight: float = 1.0
+    method: str = flag("acganbert", "plain: D alone on the labelled rows; ganbert: G from noise; acganbert: G from "
+                                    "noise and a class", choices=VARIANTS)
+    noise_dim: int = flag(100, "size of G's noise vector z")
+    g_layers: int = flag(1, "hidden layers of G")
+    d_layers: int = flag(1, "hidden layers of D")
+    g_hidden: int = flag(0, "width of G's hidden layers (0: the encoder's hidden size)")
+    d_hidden: int = flag(0, "width of D's hidden layers (0: the encoder's hidden size)")
+    gan_dropout: float = flag(0.1, "dropout in G and D")
+    aux_weight: float = flag(1.0, "AC-GAN-BERT's auxiliary class term, in both players' losses")
+    feature_matching_weight: float = flag(1.0, "weight of G's feature-matching term")
     # G's own optimiser (GAN practice, not BERT's fine-tuning schedule): AdamW(lr=g_lr, betas=(g_beta1, 0.999))
-    g_lr: Optional[float] = 1e-4  # None: D's head learning rate (head_lr, else lr)
-    g_beta1: float = 0.5
-    g_schedule: str = "constant"  # constant | linear (warmup, then decay to 0 at the last step)
+    g_lr: Optional[float] = flag(1e-4, "G's learning rate", unset="D's head learning rate (--head_lr, else --lr)")
+    g_beta1: float = flag(0.5, "β₁ of G's AdamW")
+    g_schedule: str = flag("constant", "G's schedule: constant, or linear (warmup, then decay to 0 at the last step)",
+                           choices=G_SCHEDULES)
 
     def __post_init__(self):
         if self.method not in VARIANTS:

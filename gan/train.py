@@ -48,7 +48,8 @@ def build_parser():
     parser = base_parser(__doc__.splitlines()[0], "gan", out_dir="runs/gan", epochs=3, lr=5e-5)
     parser.set_defaults(predictions_dir=str(REPO / "predictions" / "gan"))
     g = parser.add_argument_group("semi-supervised data")
-    g.add_argument("--tasks", nargs="+", choices=TASKS, default=["sst"])
+    g.add_argument("--tasks", nargs="+", choices=TASKS, default=["sst"], metavar="TASK",
+                   help=f"train one model on each of these ({', '.join(TASKS)})")
     g.add_argument("--labeled_fraction", type=float, default=0.1, help="share of each class that keeps its labels")
     g.add_argument("--unlabeled_fraction", type=float, default=1.0,
                    help="share of the remaining rows that joins training without labels")

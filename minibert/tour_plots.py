@@ -20,7 +20,8 @@ def _pyplot():
 
 
 def _save(plt, fig, path: Path) -> None:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # the grid lays itself out (constrained: it has a shared colour bar)
+        fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight")  # "tight": grown to hold every label, none cut off
     plt.close(fig)
 
@@ -43,22 +44,34 @@ def drawn(im) -> torch.Tensor:
     return torch.as_tensor(np.ma.getdata(im.get_array()))
 
 
+GRID_FONT = 9.0  # points: a token label on the grid is about 12 pixels high at the 100 dpi of `_save`
+
+
+def grid_size(T: int, fontsize: float = GRID_FONT) -> float:
+    """Inches per attention map: each of its T rows (and columns) holds one label of `fontsize` points."""
+    return max(1.5, T * fontsize * 1.3 / 72)
+
+
 def draw_grid(att: torch.Tensor, tokens: List[str], path: Path, title: str) -> torch.Tensor:
-    """Every layer × head map: rows are layers, columns heads; in each map row = query, column = key."""
+    """Every layer × head map: rows are layers, columns heads; in each map row = query, column = key. The maps
+    grow with the tokens so that the labels keep one size (GRID_FONT), and one colour bar gives the scale."""
     plt = _pyplot()
     L, nh, T, _ = att.shape
-    cell = min(max(0.12 * T, 1.3), 3.0)  # inches per map, enough for T labels
-    fs = max(3.5, min(8.0, cell * 72 / (T * 1.3)))
-    fig, axes = plt.subplots(L, nh, figsize=(cell * nh + 1.5, cell * L + 1.5), squeeze=False, sharex=True, sharey=True)
-    images = [[heatmap(axes[l][h], att[l, h], tokens, tokens, fs) for h in range(nh)] for l in range(L)]
+    cell = grid_size(T)
+    fig, axes = plt.subplots(L, nh, figsize=(cell * nh + 2.5, cell * L + 2.0), squeeze=False, sharex=True, sharey=True,
+                             layout="constrained")
+    images = [[heatmap(axes[l][h], att[l, h], tokens, tokens, GRID_FONT) for h in range(nh)] for l in range(L)]
     for l in range(L):
-        axes[l][0].set_ylabel(f"layer {l}", fontsize=10)
+        axes[l][0].set_ylabel(f"layer {l}", fontsize=14)
     for h in range(nh):
-        axes[0][h].set_title(f"head {h}", fontsize=10)
+        axes[0][h].set_title(f"head {h}", fontsize=14)
     for ax in axes.flat:
         ax.label_outer()
+    bar = fig.colorbar(images[0][0], ax=axes, shrink=min(1.0, 6 / L), aspect=40, pad=0.01)
+    bar.set_label("attention probability (each row sums to 1)", fontsize=14)
+    bar.ax.tick_params(labelsize=12)
     fig.suptitle(f"{title}: attention of every layer and head\nin each map, row: the query token (looking), "
-                 "column: the key token (looked at); dark 0 to yellow 1, each row sums to 1", fontsize=12)
+                 "column: the key token (looked at)", fontsize=18)
     _save(plt, fig, path)
     return torch.stack([torch.stack([drawn(im) for im in row]) for row in images])  # (L, nh, T, T)
 

@@ -152,20 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = classifier.build_parser(__doc__.splitlines()[0])
     p.set_defaults(out_dir="runs/ablate")
     g = p.add_argument_group("ablation grid")
-    g.add_argument("--task", choices=classifier.TASKS, default="sst")
-    g.add_argument("--techniques", nargs="+", default=list(DEFAULT_TECHNIQUES),
+    g.add_argument("--task", choices=classifier.TASKS, default="sst", help="the task every cell trains on")
+    g.add_argument("--techniques", nargs="+", default=list(DEFAULT_TECHNIQUES), metavar="NAME",
                    help=f"names from {', '.join(ARMS)}; 'a+b' combines two")
-    g.add_argument("--seeds", nargs="+", type=int, default=[11711, 11712, 11713, 11714, 11715])
+    g.add_argument("--seeds", nargs="+", type=int, default=[11711, 11712, 11713, 11714, 11715],
+                   help="one cell per technique and seed (at least 3, for a mean ± sd)")
     g.add_argument("--lr_grid", nargs="+", type=float, default=None,
                    help="tune each technique's --lr first: one run per value on --tune_seed, chosen on the held-out "
-                        "training rows (needs --select_on heldout); --head_lr scales with it")
+                        "training rows (needs --select_on heldout); --head_lr scales with it (default: none: "
+                        "--lr as given)")
     g.add_argument("--tune_grid", nargs="+", default=None, metavar="FLAG=V1,V2",
                    help="tune a technique's own flags with the lr: every combination of these values (and of --lr_grid) "
                         "on --tune_seed, for the arms whose technique declares the flag (e.g. adv_epsilon=0.3,1 "
-                        "child_tuning_p=0.1,0.3); needs --select_on heldout")
+                        "child_tuning_p=0.1,0.3); needs --select_on heldout (default: none)")
     g.add_argument("--tune_seed", type=int, default=None, help="the seed of the tuning runs (default: a seed not in --seeds)")
     g.add_argument("--keep_checkpoints", action="store_true", help="keep each cell's checkpoints (large)")
-    g.add_argument("--phase_cache", default=None,
+    g.add_argument("--phase_cache", default=None, metavar="DIR",
                    help="where each seed's phases (DAE, contrastive) are trained once and reused by every cell and grid "
                         "that needs them (tasks/phase_cache.py; default: <out_dir>/phases)")
     return p

@@ -91,12 +91,13 @@ def parse_with_config(parser: Parser, argv=None) -> argparse.Namespace:
     argv = sys.argv[1:] if argv is None else list(argv)
     first, _ = parser.parse_known_args(argv)
     args = parser.parse_args((config_tokens(parser, first.config) if first.config else []) + argv)
+    source = f" (flags from --config {first.config} and the command line)" if first.config else ""
     for problem in techniques.conflicts(args):
-        parser.error(problem)
+        parser.error(problem + source)
     try:
         dataclass_from_args(TrainConfig, args)
     except ValueError as err:
-        parser.error(str(err))
+        parser.error(f"{err}{source}")
     return args
 
 
