@@ -5,9 +5,10 @@ name, so quoted fields holding tabs or quotes parse, and so does the odd header 
 files. Each dataset is then a few lines: which columns hold the text, how to parse and range-check the
 label. Rows that cannot be used (empty or bad label, empty sentence, missing id, an id already seen: the
 predictions are keyed by id) are skipped and reported in one notice per file with their line numbers (a
-warning of the `tasks.data` logger), so nothing is silently mislabelled or silently lost. What cannot be
-skipped row by row is an error naming the file and the line: a byte that is not UTF-8, or an unbalanced
-quote that swallows the rows after it.
+warning of the `tasks.data` logger), so nothing is silently mislabelled or silently lost. An unlabelled (test)
+row with an empty sentence is kept, with its own notice: a submission needs a prediction for every id. What
+cannot be skipped row by row is an error naming the file and the line: a byte that is not UTF-8, or an
+unbalanced quote that swallows the rows after it.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def _read(path: PathLike, text_cols: Sequence[str], label_col: str, parse_label:
 
 def _read_rows(path: Path, f, text_cols, label_col, parse_label, labeled, make) -> list:
     """The rows of an open file, as `_read` describes."""
-    examples, bad, first_line = [], [], {}  # bad: (line number, reason); first_line: id -> line it was kept from
+    examples, bad, blank, first_line = [], [], [], {}  # bad/blank: (line number, why); first_line: id -> its line
     reader = csv.DictReader(f, delimiter="\t")
     header = reader.fieldnames or []
     labeled = label_col in header if labeled is None else labeled
@@ -77,7 +78,7 @@ def _read_rows(path: Path, f, text_cols, label_col, parse_label, labeled, make) 
             values = [(row.get(c) or "").strip() for c in ["id", *text_cols]]
             empty = [c for c, v in zip(["id", *text_cols], values) if not v]
             try:
-                if empty:
+                if empty and (labeled or "id" in empty):  # training rows must say something; any row needs its id
                     raise ValueError(f"empty {', '.join(empty)}")
                 if values[0] in first_line:  # predictions are keyed by id: a second row would collide
                     raise ValueError(f"duplicate id {values[0]!r} (first on line {first_line[values[0]]})")
@@ -85,6 +86,8 @@ def _read_rows(path: Path, f, text_cols, label_col, parse_label, labeled, make) 
             except ValueError as err:
                 bad.append((start, str(err)))
                 continue
+            if empty:  # an unlabelled (test) row must still be predicted: its text is [CLS] [SEP] alone
+                blank.append((start, f"empty {', '.join(empty)}"))
             first_line[values[0]] = start
             examples.append(make(*values, label))
     except csv.Error as err:  # e.g. an unclosed quote swallowing the rest of the file into one huge field
@@ -93,6 +96,10 @@ def _read_rows(path: Path, f, text_cols, label_col, parse_label, labeled, make) 
         shown = "; ".join(f"line {n}: {why}" for n, why in bad[:5])
         log.warning(f"{path}: skipped {len(bad)} malformed row(s) of {len(bad) + len(examples)} ({shown}"
                     f"{'; ...' if len(bad) > 5 else ''})")
+    if blank:
+        shown = "; ".join(f"line {n}: {why}" for n, why in blank[:5])
+        log.warning(f"{path}: kept {len(blank)} unlabelled row(s) with an empty sentence, predicted from [CLS] [SEP] "
+                    f"alone so that every id has a prediction ({shown}{'; ...' if len(blank) > 5 else ''})")
     return examples
 
 

@@ -126,3 +126,30 @@ def test_what_already_worked_still_does(tmp_path, load_logged):
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(ValueError, match=r"empty\.csv: expected tab-separated columns"):
         load_similarity(tmp_path / "empty.csv")
+
+
+def test_a_test_row_with_an_empty_sentence_is_still_predicted(tmp_path, tiny_checkpoint, tiny_data, load_logged):
+    """A submission holds every id: an unlabelled row with no text is kept (tokens [CLS] [SEP]) and said so;
+    before, it was skipped with a warning and the file had 9 predictions for 10 rows."""
+    test = tmp_path / "ids-sst-test-student.csv"
+    test.write_text("\tid\tsentence\n" + "".join(f"{i}\tt{i}\t{'' if i == 3 else ' Sentence %d .' % i}\n"
+                                                 for i in range(10)))
+    examples, msgs = load_logged(load_sentiment, test)
+    assert [e.id for e in examples] == [f"t{i}" for i in range(10)] and examples[3].sentence == ""
+    assert len(msgs) == 1 and "kept 1 unlabelled row(s) with an empty sentence" in msgs[0] and "line 5" in msgs[0]
+    pairs = tmp_path / "sts-test-student.csv"
+    pairs.write_text("\tid\tsentence1\tsentence2\n0\tp0\tA cat .\t \n1\tp1\tA dog .\tA pup .\n2\t\tNo id .\tNone .\n")
+    examples, msgs = load_logged(load_similarity, pairs)
+    assert [e.id for e in examples] == ["p0", "p1"]  # a row without an id cannot be submitted: still skipped
+    assert "kept 1 unlabelled" in msgs[-1] and "line 2: empty sentence2" in msgs[-1] and "line 4: empty id" in msgs[0]
+    dev = tmp_path / "ids-sst-dev.csv"  # a labelled row with no text still teaches nothing: skipped, as before
+    dev.write_text(HEADER + "0\td0\t\t3\n1\td1\t Fine .\t2\n")
+    examples, msgs = load_logged(load_sentiment, dev)
+    assert [e.id for e in examples] == ["d1"] and "skipped 1 malformed row(s) of 2 (line 2: empty sentence)" in msgs[0]
+
+    multitask.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--tasks", "sst", "--epochs", "1",
+                    "--max_examples", "5", "--sst_test", str(test), "--out_dir", str(tmp_path / "run"),
+                    "--predictions_dir", str(tmp_path / "pred")])
+    with open(tmp_path / "pred" / "sst-test-output.csv", newline="") as f:
+        predicted = [r["id"].strip() for r in csv.DictReader(f)]
+    assert predicted == [f"t{i}" for i in range(10)]
