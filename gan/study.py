@@ -49,7 +49,7 @@ from tasks.run import task_files  # noqa: E402
 PASSTHROUGH = "Any other flag goes to every run of gan/train.py (see python gan/train.py --help)."
 KEY = ("task", "method", "labeled_fraction", "unlabeled_fraction", "seed")
 COLUMNS = [*KEY, "labeled", "unlabeled", "replicate", "steps_per_epoch", "epochs", "best_epoch", "dev_accuracy",
-           "wall_seconds"]
+           *FAKE_COLUMNS, "wall_seconds"]  # the fakes' numbers at the kept epoch, measured in the tuned encoder's space
 FROZEN_COLUMNS = [*KEY, "labeled", "unlabeled", "steps", "dev_accuracy", *FAKE_COLUMNS, "wall_seconds"]
 CHECKPOINTS = ("best.safetensors", "last.safetensors")
 

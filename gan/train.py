@@ -147,7 +147,9 @@ def run_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
             if split == "dev":
                 scores["dev_accuracy"] = proc.score(preds, "dev")
     wall = time.time() - started
-    result = {**scores, "best_epoch": best["epoch"], "epochs": len(history), **s, "wall_seconds": round(wall, 1)}
+    kept = next((h for h in history if h["step"] == best["step"]), {})
+    fakes = kept.get("dev", {}).get("fakes", {})  # the kept evaluation's probe of G's fakes (a GAN only)
+    result = {**scores, "best_epoch": best["epoch"], "epochs": len(history), **s, **fakes, "wall_seconds": round(wall, 1)}
     write_jsonl(out_dir / "metrics.jsonl", history + [{"final": True, "dev": {task: scores.get("dev_accuracy")}, **result,
                                                       "device": str(device)}])
     plot_curves(out_dir / "metrics.jsonl", out_dir / "curves.png")

@@ -73,6 +73,17 @@ def test_study_cli_writes_csv_and_plot_and_resume_skips_finished_cells(tiny_chec
     assert all(0.0 <= float(r["dev_accuracy"]) <= 1.0 for r in rows)
     assert (tmp_path / "study-sst.png").stat().st_size > 1000 and len(_rows(tmp_path / "summary.csv")) == 6
     assert not list(tmp_path.glob("cells/*/best.*"))  # checkpoints dropped once a cell is recorded
+    for r in rows:  # the fakes' probe at the kept epoch, in the fine-tuned encoder's space: GANs only
+        if r["method"] == "plain":
+            assert r["probe_acc"] == "" and r["spread"] == ""
+            continue
+        log = [json.loads(x) for x in (tmp_path / "cells" / study.cell_name(
+            {**r, "labeled_fraction": float(r["labeled_fraction"]), "unlabeled_fraction": float(r["unlabeled_fraction"])})
+            / "metrics.jsonl").read_text().splitlines()]
+        kept = next(h for h in log if h.get("epoch") == int(r["best_epoch"]) and "dev" in h and "fakes" in h["dev"])
+        conditional = r["method"] == "acganbert"  # GAN-BERT's G has no class to read back
+        for c in ("spread", "coverage", *(("probe_acc", "class_coverage") if conditional else ())):
+            assert float(r[c]) == pytest.approx(kept["dev"]["fakes"][c]), c
 
     with pytest.raises(SystemExit, match="--resume"):
         study.main(argv)
