@@ -76,7 +76,8 @@ def main(argv=None):
     if args.pooling:
         model.pooling = args.pooling
     model.to(pick_device(args.use_gpu))
-    emb = model.encode(sentences, batch_size=args.batch_size, normalize=args.normalize).numpy().astype(np.float32)
+    emb = model.encode(sentences, batch_size=args.batch_size, normalize_embeddings=args.normalize,
+                       show_progress_bar=len(sentences) >= 1000)  # (N, C) float32
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         np.save(args.output, emb)

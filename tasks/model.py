@@ -8,17 +8,22 @@ all-MiniLM-L6-v2 was trained with). Pairs reach the heads in one of two ways:
   then a linear layer on the pair's embedding.
 Paraphrase can also train both heads side by side ("cross+siamese"), each with its own loss, and predict
 from the mean of their logits: a two-member ensemble on one shared encoder.
-The method names `predict_sentiment`, `predict_paraphrase`, `predict_similarity` are the coursework's; they
-take the coursework's tensors or raw strings. `encode` turns sentences into embeddings. A trained model is kept
-as a folder (`save_pretrained`, `from_pretrained`: see tasks/saved_model.py).
+The method names `predict_sentiment`, `predict_paraphrase`, `predict_similarity` are the coursework's. On the
+coursework's tensors they return what its evaluation code expects (logits; similarity on 0–5); on raw strings,
+answers: labels with probabilities, and the similarity. `predict_sentiment_logits` and
+`predict_paraphrase_logits` give the raw logits for either input. `encode` turns sentences into embeddings the
+way sentence-transformers' `encode` does (a NumPy array unless `convert_to_tensor`). A trained model is kept as
+a folder (`save_pretrained`, `from_pretrained`: see tasks/saved_model.py).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .data import PairCollator, PairExample, SentenceCollator, SentenceExample
 
@@ -27,6 +32,20 @@ PARA_HEADS = ("cross", "siamese", "cross+siamese")
 STS_HEADS = ("cosine", "cross")
 SENTIMENT_HEADS = ("linear", "reference")  # reference: the 3-phase paper's head on a frozen encoder
 STS_COSINE_MAPS = ("clamp", "affine")
+
+
+class SentimentPrediction(NamedTuple):
+    """`predict_sentiment` on strings: the most probable class and every class's probability (softmax). For a
+    list of N sentences, arrays (N,) and (N, num_labels); for one string, an int and (num_labels,)."""
+    label: Union[int, np.ndarray]
+    probabilities: np.ndarray
+
+
+class ParaphrasePrediction(NamedTuple):
+    """`predict_paraphrase` on strings: label 1 (paraphrase) when the probability σ(logit) is above 0.5, else 0.
+    Arrays (N,) for N pairs; an int and a float for one pair of strings."""
+    label: Union[int, np.ndarray]
+    probability: Union[float, np.ndarray]
 
 
 def cosine_to_unit(cos: torch.Tensor, how: str = "clamp") -> torch.Tensor:
@@ -225,7 +244,7 @@ class MultitaskBert(nn.Module):
     # ---- raw strings -----------------------------------------------------------------------------------------
     @torch.no_grad()
     def _on_text(self, outputs: Callable, texts_1, texts_2=None, mode: str = "sentence", batch_size: int = 64,
-                 both_orders: bool = False) -> torch.Tensor:
+                 both_orders: bool = False, show_progress_bar: bool = False) -> torch.Tensor:
         """`outputs(batch)` for raw strings: tokenised as the processors do, run in batches of similar length,
         returned in input order on the CPU. `both_orders` averages a pair's outputs over (a, b) and (b, a)."""
         if self.tokenizer is None:
@@ -248,6 +267,7 @@ class MultitaskBert(nn.Module):
         out: List[Optional[torch.Tensor]] = [None] * len(examples)
         was_training = self.training
         self.eval()
+        bar = tqdm(total=len(order), unit="ex", disable=not show_progress_bar, mininterval=1.0)
         try:
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
@@ -258,41 +278,83 @@ class MultitaskBert(nn.Module):
                           for c in chunks]
                 for i, v in zip(idx, (sum(values) / len(values)).cpu()):
                     out[i] = v
+                bar.update(len(idx))
         finally:
+            bar.close()
             self.train(was_training)
         return torch.stack(out)
 
-    def encode(self, sentences: Union[str, Sequence[str]], batch_size: int = 32, normalize: bool = False) -> torch.Tensor:
-        """(N, C) sentence embeddings (this model's pooling), in input order; `normalize` scales each to length 1.
-        A single string is a list of one."""
+    def encode(self, sentences: Union[str, Sequence[str]], batch_size: int = 32, show_progress_bar: bool = False,
+               normalize_embeddings: bool = False, convert_to_tensor: bool = False, *, normalize: bool = False):
+        """Sentence embeddings (this model's pooling) in input order, as sentence-transformers' `encode` gives
+        them: a float32 NumPy array (N, C), or (C,) for a single string; a CPU tensor if `convert_to_tensor`.
+        `normalize_embeddings` (or its short name `normalize`) scales each to length 1; off by default, as in
+        the model folder's sentence-transformers files, so SentenceTransformer(folder).encode gives the same."""
         emb = self._on_text(lambda batch: self.embed(batch["input_ids"], batch["attention_mask"],
-                                                     batch.get("token_type_ids")), sentences, batch_size=batch_size)
-        return F.normalize(emb, dim=-1) if normalize else emb
+                                                     batch.get("token_type_ids")), sentences, batch_size=batch_size,
+                            show_progress_bar=show_progress_bar)  # (N, C)
+        if normalize_embeddings or normalize:
+            emb = F.normalize(emb, dim=-1)
+        if isinstance(sentences, str):
+            emb = emb[0]
+        return emb if convert_to_tensor else emb.numpy()
 
     # ---- the coursework API: its tensors, or raw strings (predict_paraphrase(sentences_1, sentences_2)) ------
-    def predict_sentiment(self, input_ids, attention_mask=None):
-        """(B, num_labels) logits."""
+    def predict_sentiment_logits(self, input_ids, attention_mask=None, *, batch_size: int = 64) -> torch.Tensor:
+        """(B, num_labels) logits, from the coursework's tensors or from strings."""
         if _is_text(input_ids):
-            return self._on_text(self.sentiment_logits, input_ids)
+            return self._on_text(self.sentiment_logits, input_ids, batch_size=batch_size)
         return self.sentiment_logits(dict(input_ids=input_ids, attention_mask=attention_mask))
 
-    def predict_paraphrase(self, input_ids_1, attention_mask_1=None, input_ids_2=None, attention_mask_2=None):
-        """(B,) logits, > 0 means paraphrase."""
+    def predict_sentiment(self, input_ids, attention_mask=None, *, batch_size: int = 64):
+        """On strings: a SentimentPrediction (label, probabilities). On the coursework's tensors: (B, num_labels)
+        logits, what its evaluation code takes the argmax of."""
+        logits = self.predict_sentiment_logits(input_ids, attention_mask, batch_size=batch_size)
+        if not _is_text(input_ids):
+            return logits
+        probs = logits.softmax(-1).numpy()  # (N, num_labels)
+        labels = probs.argmax(-1)  # (N,)
+        if isinstance(input_ids, str):
+            return SentimentPrediction(int(labels[0]), probs[0])
+        return SentimentPrediction(labels, probs)
+
+    def predict_paraphrase_logits(self, input_ids_1, attention_mask_1=None, input_ids_2=None, attention_mask_2=None,
+                                  *, batch_size: int = 64) -> torch.Tensor:
+        """(B,) logits, > 0 means paraphrase, from the coursework's tensors or from strings (sentences_1,
+        sentences_2)."""
         if _is_text(input_ids_1):
             return self._on_text(self.paraphrase_logits, input_ids_1, attention_mask_1,
-                                 "cross" if self.para_mode == "cross" else "siamese", both_orders=self.symmetric_pairs)
+                                 "cross" if self.para_mode == "cross" else "siamese", batch_size=batch_size,
+                                 both_orders=self.symmetric_pairs)
         return self.paraphrase_logits(dict(input_ids_1=input_ids_1, attention_mask_1=attention_mask_1,
                                            input_ids_2=input_ids_2, attention_mask_2=attention_mask_2))
 
-    def predict_similarity(self, input_ids_1, attention_mask_1=None, input_ids_2=None, attention_mask_2=None):
-        """Similarity on the 0–5 scale."""
+    def predict_paraphrase(self, input_ids_1, attention_mask_1=None, input_ids_2=None, attention_mask_2=None,
+                           *, batch_size: int = 64):
+        """On strings (sentences_1, sentences_2): a ParaphrasePrediction (label 0/1, probability σ(logit)).
+        On the coursework's tensors: (B,) logits, what its evaluation code takes σ of."""
+        logits = self.predict_paraphrase_logits(input_ids_1, attention_mask_1, input_ids_2, attention_mask_2,
+                                                batch_size=batch_size)
+        if not _is_text(input_ids_1):
+            return logits
+        prob = torch.sigmoid(logits).numpy()  # (N,)
+        label = (logits > 0).long().numpy()  # σ > 0.5, decided on the logit as the processors do
+        if isinstance(input_ids_1, str):
+            return ParaphrasePrediction(int(label[0]), float(prob[0]))
+        return ParaphrasePrediction(label, prob)
+
+    def predict_similarity(self, input_ids_1, attention_mask_1=None, input_ids_2=None, attention_mask_2=None,
+                           *, batch_size: int = 64):
+        """Similarity on the 0–5 scale: on strings a NumPy array (N,) (a float for one pair of strings), on the
+        coursework's tensors a (B,) tensor."""
         if _is_text(input_ids_1):
             cross = self.sts_mode == "cross"
             scores = self._on_text(self.similarity_scores, input_ids_1, attention_mask_1, "cross" if cross else "siamese",
-                                   both_orders=self.symmetric_pairs and cross)
-        else:
-            scores = self.similarity_scores(dict(input_ids_1=input_ids_1, attention_mask_1=attention_mask_1,
-                                                 input_ids_2=input_ids_2, attention_mask_2=attention_mask_2))
+                                   batch_size=batch_size, both_orders=self.symmetric_pairs and cross)
+            five = (5.0 * scores).clamp(0.0, 5.0).numpy()
+            return float(five[0]) if isinstance(input_ids_1, str) else five
+        scores = self.similarity_scores(dict(input_ids_1=input_ids_1, attention_mask_1=attention_mask_1,
+                                             input_ids_2=input_ids_2, attention_mask_2=attention_mask_2))
         return (5.0 * scores).clamp(0.0, 5.0)
 
 

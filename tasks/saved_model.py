@@ -1,12 +1,16 @@
 """A fine-tuned model kept as one folder, in HuggingFace's layout plus our heads.
 
     config.json         the BERT config with HF's names, plus a "minibert_heads" block (tasks, heads, labels)
-    model.safetensors   the encoder under HF's key names, each task head under `heads.`
+    model.safetensors   the encoder alone, under HF's key names
+    heads.safetensors   the task heads, under `heads.` (folders written before kept them in model.safetensors)
     vocab.txt, tokenizer_config.json, special_tokens_map.json
-    README.md           the model card: where it came from, its data, how it was trained, its dev scores
+    modules.json, sentence_bert_config.json, 1_Pooling/ (and 2_Dense/ for --pooling pooler)
+                        sentence-transformers' description of `encode`: max length, pooling, no normalisation
+    README.md           the model card: the hub's YAML header, then where it came from, its data, its dev scores
 
-`transformers.BertModel.from_pretrained(folder)` reads the encoder (and reports the `heads.` weights as
-unused); `MultitaskBert.from_pretrained(folder)` rebuilds encoder, heads and tokenizer. Loading goes through
+`transformers.BertModel.from_pretrained(folder)` reads the encoder with no unused key;
+`sentence_transformers.SentenceTransformer(folder)` embeds as `MultitaskBert.encode` does;
+`MultitaskBert.from_pretrained(folder)` rebuilds encoder, heads and tokenizer. Loading goes through
 minibert/checkpoint.py, so a wrong or partial folder fails with one error listing every bad key.
 """
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .model import MultitaskBert
 
 HEADS_KEY = "minibert_heads"
 HEAD_PREFIX = "heads."
+HEADS_FILE = "heads.safetensors"
 LABEL_NAMES = {
     "sst": ["very negative", "negative", "neutral", "positive", "very positive"],
     "cfimdb": ["negative", "positive"],
@@ -72,8 +77,9 @@ def save_model_folder(model: MultitaskBert, tokenizer: Tokenizer, folder, card: 
     try:
         config = {**model.bert.config.to_dict(), HEADS_KEY: heads_block(model)}
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        _write_weights(model, tmp / "model.safetensors")
+        _write_weights(model, tmp)
         _write_tokenizer(tokenizer, tmp, model.bert.config.vocab_size)
+        _write_sentence_transformers(model, tmp)
         (tmp / "README.md").write_text(model_card(model, card or {}), encoding="utf-8")
         if folder.exists():  # swap: the old folder is renamed aside, so the new one is never half-written
             old = folder.parent / f".{folder.name}.old-{os.getpid()}"
@@ -89,15 +95,55 @@ def save_model_folder(model: MultitaskBert, tokenizer: Tokenizer, folder, card: 
     return folder
 
 
-def _write_weights(model: MultitaskBert, path: Path) -> None:
-    from safetensors.torch import save_file
+def _cpu(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().contiguous().cpu()
 
-    cpu = lambda t: t.detach().contiguous().cpu()  # noqa: E731
-    state = minibert_to_hf({k: cpu(v) for k, v in model.bert.state_dict().items()})
-    for name in model.task_heads:
-        state.update({f"{HEAD_PREFIX}{name}.{k}": cpu(v) for k, v in model.heads[name].state_dict().items()})
+
+def _save(state: Dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
     save_file(state, str(path), metadata={"format": "pt"})
     usual_mode(path)
+
+
+def _write_weights(model: MultitaskBert, folder: Path) -> None:
+    """model.safetensors holds exactly HF's BertModel (so transformers loads it with no unused key); the heads
+    go to their own file."""
+    _save(minibert_to_hf({k: _cpu(v) for k, v in model.bert.state_dict().items()}), folder / "model.safetensors")
+    heads = {f"{HEAD_PREFIX}{name}.{k}": _cpu(v) for name in model.task_heads
+             for k, v in model.heads[name].state_dict().items()}
+    if heads:
+        _save(heads, folder / HEADS_FILE)
+
+
+def _write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+
+
+def _write_sentence_transformers(model: MultitaskBert, folder: Path) -> None:
+    """sentence-transformers' module list, in its long-standing format (read by its 2.x to 6.x), so that
+    `SentenceTransformer(folder).encode` equals our `encode`: inputs cut to the model's `max_length` tokens (the
+    length it was trained at, not the tokenizer's 512), then its pooling, and no normalisation (encode's default).
+    mean and cls are sentence-transformers' pooling modes; our 'pooler' (tanh(W h_[CLS] + b), BERT's pooler)
+    has no pooling mode there, so it is written as cls pooling followed by a Dense module with tanh that
+    holds a copy of the pooler's weights: the same function."""
+    C = model.bert.config.hidden_size
+    modules = [("", "Transformer"), ("1_Pooling", "Pooling")]
+    _write_json(folder / "sentence_bert_config.json", {"max_seq_length": model.max_length, "do_lower_case": False})
+    (folder / "1_Pooling").mkdir()
+    _write_json(folder / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": C, "pooling_mode_cls_token": model.pooling in ("cls", "pooler"),
+        "pooling_mode_mean_tokens": model.pooling == "mean", "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False})
+    if model.pooling == "pooler":
+        modules.append(("2_Dense", "Dense"))
+        (folder / "2_Dense").mkdir()
+        _write_json(folder / "2_Dense" / "config.json", {"in_features": C, "out_features": C, "bias": True,
+                                                          "activation_function": "torch.nn.modules.activation.Tanh"})
+        dense = model.bert.pooler.dense
+        _save({"linear.weight": _cpu(dense.weight), "linear.bias": _cpu(dense.bias)},
+              folder / "2_Dense" / "model.safetensors")
+    _write_json(folder / "modules.json", [dict(idx=i, name=str(i), path=path, type=f"sentence_transformers.models.{kind}")
+                                          for i, (path, kind) in enumerate(modules)])
 
 
 def _write_tokenizer(tokenizer: Tokenizer, folder: Path, vocab_size: int) -> None:
@@ -120,14 +166,59 @@ def _write_tokenizer(tokenizer: Tokenizer, folder: Path, vocab_size: int) -> Non
     (folder / "special_tokens_map.json").write_text(json.dumps(tokenizer.special, indent=2) + "\n", encoding="utf-8")
 
 
+# The hub's metadata: each task's public source (the rows are the CS224N course's copies), metric and task type.
+HUB_DATASETS = {"sst": "stanfordnlp/sst", "cfimdb": "stanfordnlp/imdb", "para": "quora", "sts": "mteb/stsbenchmark-sts"}
+HUB_METRICS = {"accuracy": "accuracy", "pearson": "pearsonr"}
+TASK_TITLES = {"sst": "SST-5 sentiment", "cfimdb": "CFIMDB sentiment", "para": "Quora paraphrase",
+               "sts": "STS benchmark similarity"}
+
+
+def hub_base_model(base: str) -> Optional[str]:
+    """The hub id a card's `base_model` may name: the embedded all-MiniLM-L6-v2's, or an 'org/name' that is not a
+    local path; None for a local folder or a description (the hub rejects what is not a model id)."""
+    if base.lower() in (EMBEDDED_NAME.lower(), "sentence-transformers/all-minilm-l6-v2"):
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    parts = base.split("/")
+    if len(parts) == 2 and all(parts) and " " not in base and not Path(base).exists():
+        return base
+    return None
+
+
+def card_header(model: MultitaskBert, card: dict) -> str:
+    """The YAML block the hub reads at the top of README.md, written as JSON values (valid YAML): library, tags,
+    datasets, base model and a model-index with the run's dev scores where it recorded them."""
+    q = json.dumps
+    base = hub_base_model(str(card.get("base_checkpoint") or EMBEDDED_NAME))
+    scores = {t: v for t, v in (card.get("dev_scores") or {}).items() if t in HUB_DATASETS}
+    tags = ["minibert", "bert", "sentence-transformers", "feature-extraction", "sentence-similarity"]
+    tags += ["text-classification"] if {"sst", "cfimdb", "para"} & set(model.tasks) else []
+    lines = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity", "language:", "- en",
+             "tags:", *[f"- {t}" for t in tags]]
+    lines += [f"base_model: {q(base)}"] if base else []
+    if model.tasks:
+        lines += ["datasets:", *[f"- {q(HUB_DATASETS[t])}" for t in model.tasks]]
+        lines += ["metrics:", *[f"- {m}" for m in dict.fromkeys(HUB_METRICS[get_task(t).metric] for t in model.tasks)]]
+    if scores:
+        lines += ["model-index:", f"- name: {q('minibert ' + ', '.join(model.tasks))}", "  results:"]
+        for t, v in scores.items():
+            metric = get_task(t).metric
+            lines += [f"  - task: {{type: {'sentence-similarity' if t == 'sts' else 'text-classification'}, "
+                      f"name: {q(TASK_TITLES[t])}}}",
+                      f"    dataset: {{name: {q(TASK_TITLES[t] + ' (CS224N dev file)')}, type: {q(HUB_DATASETS[t])}, "
+                      "split: dev}",
+                      f"    metrics:", f"    - {{type: {HUB_METRICS[metric]}, value: {round(float(v), 4)}, "
+                      f"name: {q('dev ' + metric)}}}"]
+    return "\n".join(lines + ["---", ""])
+
+
 def model_card(model: MultitaskBert, card: dict) -> str:
-    """README.md: small and factual, from the model itself and what the training run knows."""
+    """README.md: the hub's YAML header, then small and factual, from the model itself and what the run knows."""
     heads, config = model.head_config(), model.bert.config
     base = card.get("base_checkpoint") or EMBEDDED_NAME
     argv = card.get("argv")
     command = card.get("command") or ("python " + " ".join(shlex.quote(str(a)) for a in argv) if argv else "(not recorded)")
     scores, sizes = card.get("dev_scores") or {}, card.get("data_sizes") or {}
-    lines = [f"# minibert fine-tuned model: {', '.join(model.tasks) or 'no task heads'}", "",
+    lines = [card_header(model, card), f"# minibert fine-tuned model: {', '.join(model.tasks) or 'no task heads'}", "",
              f"Fine-tuned from `{base}` with minibert; written {card.get('date') or datetime.date.today().isoformat()}"
              + (f" from epoch {card['epoch']}." if card.get("epoch") is not None else "."), "",
              "## Tasks and outputs", "", "| task | output | labels |", "| --- | --- | --- |"]
@@ -149,15 +240,28 @@ def model_card(model: MultitaskBert, card: dict) -> str:
               f"{'; similarity 5 · (cos + 1) / 2' if heads.get('sts_cosine_map') == 'affine' else ''}.", "",
               "## Use", "", "```", "python tasks/predict.py --model FOLDER     # the coursework prediction files",
               "python tasks/evaluate.py --model FOLDER    # dev scores", "```", "",
-              "In Python: `MultitaskBert.from_pretrained(FOLDER)` (tasks/model.py), then `predict_sentiment([...])`, "
-              "`predict_paraphrase(a, b)`, `predict_similarity(a, b)` or `encode([...])`. "
-              "`transformers.BertModel.from_pretrained(FOLDER)` loads the encoder alone.", "",
+              "In Python: `MultitaskBert.from_pretrained(FOLDER)` (tasks/model.py), then `predict_sentiment([...])` "
+              "(labels and class probabilities), `predict_paraphrase(a, b)` (labels and probabilities), "
+              "`predict_similarity(a, b)` (0-5) or `encode([...])` (a NumPy array); the raw logits through "
+              "`predict_sentiment_logits` and `predict_paraphrase_logits`. "
+              "`transformers.BertModel.from_pretrained(FOLDER)` loads the encoder alone (the heads are in "
+              f"{HEADS_FILE}); `sentence_transformers.SentenceTransformer(FOLDER).encode` gives the same embeddings "
+              f"as `encode`: inputs cut to {heads['max_length']} tokens, {_st_pooling(heads['pooling'])}, "
+              "not normalised.", "",
+              f"The datasets in the header name the public sources; the rows used are the CS224N course files.", "",
               "## Intended use and limits", "",
               "- For coursework and study: a small model fine-tuned on the CS224N files (SST-5 movie-review phrases, "
               "CFIMDB reviews, Quora question pairs, STS benchmark), all English.",
               "- The scores above are on those dev sets; expect less on other text. Longer inputs are truncated.",
               "- Not for decisions about people: it has not been checked for bias or robustness.", ""]
     return "\n".join(lines)
+
+
+def _st_pooling(pooling: str) -> str:
+    if pooling == "pooler":
+        return ("BERT's pooler (tanh of a dense layer on [CLS]; sentence-transformers has no such pooling mode, so "
+                "its files say cls pooling followed by a Dense module with tanh holding the pooler's weights)")
+    return f"{pooling} pooling"
 
 
 # ----------------------------------------------------------------------------- loading
@@ -170,7 +274,7 @@ def load_model_folder(name_or_path=None, allow_no_heads: bool = False, **config_
     config = BertConfig.from_json_file(config_path, **config_overrides)
     block = json.loads(config_path.read_text(encoding="utf-8")).get(HEADS_KEY)
     state, source = read_state_dict(folder)
-    head_state = {k[len(HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
+    head_state = _read_heads(folder, state)
     if block is None:
         if head_state:
             raise CheckpointError(f"{source} holds head weights but {config_path} has no '{HEADS_KEY}' block to build them")
@@ -192,8 +296,30 @@ def load_model_folder(name_or_path=None, allow_no_heads: bool = False, **config_
     ours = {"bert." + k: v for k, v in ours.items() if not k.startswith("mlm.")}  # an MLM head is dropped
     _fill_missing_pooler(model, ours, source)
     ours.update({HEAD_PREFIX + k: v for k, v in head_state.items()})
-    _check_and_load(model, ours, unexpected, source)
+    heads_file = folder / HEADS_FILE
+    _check_and_load(model, ours, unexpected, f"{source} + {heads_file.name}" if heads_file.is_file() else source)
     return model.eval()
+
+
+def _read_heads(folder: Path, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The heads' weights (names without `heads.`): heads.safetensors, or, in a folder written before it existed,
+    the `heads.` keys of model.safetensors. Both at once is refused: which would be the trained ones?"""
+    old = {k[len(HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
+    path = folder / HEADS_FILE
+    if not path.is_file():
+        return old
+    if old:
+        raise CheckpointError(f"{folder} holds head weights in both model.safetensors and {HEADS_FILE}: keep one")
+    from safetensors.torch import load_file
+    try:
+        heads = load_file(str(path))
+    except Exception as err:  # safetensors' errors have many types; name the file either way
+        raise CheckpointError(f"Could not read weights from {path} (corrupt or not a checkpoint): "
+                              f"{type(err).__name__}: {err}") from err
+    strange = sorted(k for k in heads if not k.startswith(HEAD_PREFIX))
+    if strange:
+        raise CheckpointError(f"{path}: every key must start with '{HEAD_PREFIX}'; got {', '.join(strange)}")
+    return {k[len(HEAD_PREFIX):]: v for k, v in heads.items()}
 
 
 def _fill_missing_pooler(model: MultitaskBert, ours: Dict[str, torch.Tensor], source: Path) -> None:

@@ -41,8 +41,9 @@ def saved(tiny_checkpoint, tmp_path_factory):
 
 def test_folder_round_trips_encoder_heads_and_tokenizer(saved):
     model, folder = saved
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors",
-                                                       "special_tokens_map.json", "tokenizer_config.json", "vocab.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "1_Pooling", "README.md", "config.json", "heads.safetensors", "model.safetensors", "modules.json",
+        "sentence_bert_config.json", "special_tokens_map.json", "tokenizer_config.json", "vocab.txt"]
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temporary sibling left
     config = json.loads((folder / "config.json").read_text())
     assert config["hidden_size"] == 32 and config["architectures"] == ["BertModel"]
@@ -61,11 +62,11 @@ def test_folder_round_trips_encoder_heads_and_tokenizer(saved):
         assert fact in card
 
 
-def test_transformers_loads_the_encoder_and_reports_the_heads_unused(saved):
+def test_transformers_loads_the_encoder_with_no_unused_key(saved):
     transformers = pytest.importorskip("transformers")
     model, folder = saved
     hf, info = transformers.BertModel.from_pretrained(folder, output_loading_info=True)
-    assert set(info["unexpected_keys"]) == {"heads." + k for k in model.heads.state_dict()} and not info["missing_keys"]
+    assert not info["unexpected_keys"] and not info["missing_keys"] and not info["mismatched_keys"]
     batch = model.tokenizer(SENTS)
     with torch.no_grad():
         ours = model.bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
@@ -99,11 +100,41 @@ def test_training_only_heads_are_not_saved(tiny_checkpoint, tmp_path):
     assert "cat_sst" not in MultitaskBert.from_pretrained(tmp_path / "model").heads
 
 
-def _rewrite_weights(folder, change):
+def _rewrite_weights(folder, change, name="heads.safetensors"):
     from safetensors.torch import load_file, save_file
-    state = load_file(str(folder / "model.safetensors"))
+    state = load_file(str(folder / name))
     change(state)
-    save_file(state, str(folder / "model.safetensors"))
+    save_file(state, str(folder / name))
+
+
+def _old_layout(folder, to):
+    """A folder as saved before heads.safetensors: the heads' keys inside model.safetensors, no
+    sentence-transformers files."""
+    import shutil
+    from safetensors.torch import load_file, save_file
+
+    old = shutil.copytree(folder, to)
+    state = {**load_file(str(old / "model.safetensors")), **load_file(str(old / "heads.safetensors"))}
+    save_file(state, str(old / "model.safetensors"))
+    for name in ("heads.safetensors", "modules.json", "sentence_bert_config.json"):
+        (old / name).unlink()
+    shutil.rmtree(old / "1_Pooling")
+    return old
+
+
+def test_a_folder_saved_before_heads_safetensors_still_loads(saved, tmp_path):
+    model, folder = saved
+    old = _old_layout(folder, tmp_path / "old")
+    loaded = MultitaskBert.from_pretrained(old)
+    expected = model.state_dict()
+    assert loaded.state_dict().keys() == expected.keys()
+    assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())
+    assert np.array_equal(loaded.predict_paraphrase(SENTS, SENTS[::-1]).probability,
+                          model.predict_paraphrase(SENTS, SENTS[::-1]).probability)
+    import shutil
+    shutil.copy(folder / "heads.safetensors", old)  # heads in both files: which are the trained ones?
+    with pytest.raises(CheckpointError, match="head weights in both model.safetensors and heads.safetensors"):
+        MultitaskBert.from_pretrained(old)
 
 
 def test_wrong_or_partial_folders_say_what_is_wrong(tiny_checkpoint, saved, tmp_path):
@@ -143,12 +174,16 @@ def test_wrong_or_partial_folders_say_what_is_wrong(tiny_checkpoint, saved, tmp_
 
 def test_encode_batches_by_length_and_keeps_input_order(saved):
     model, _ = saved
-    one_by_one = torch.cat([model.encode([s]) for s in SENTS])
+    one_by_one = np.stack([model.encode(s) for s in SENTS])  # a single string gives (C,), as sentence-transformers
     together = model.encode(SENTS, batch_size=2)
-    assert together.shape == (5, 32) and torch.allclose(together, one_by_one, atol=1e-5)
-    unit = model.encode(SENTS, normalize=True)
-    assert torch.allclose(unit.norm(dim=-1), torch.ones(5), atol=1e-5)
-    assert torch.allclose(unit, torch.nn.functional.normalize(one_by_one, dim=-1), atol=1e-5)
+    assert isinstance(together, np.ndarray) and together.dtype == np.float32 and together.shape == (5, 32)
+    assert np.allclose(together, one_by_one, atol=1e-5)
+    unit = model.encode(SENTS, normalize_embeddings=True)
+    assert np.allclose(np.linalg.norm(unit, axis=1), 1, atol=1e-5)
+    assert np.allclose(unit, one_by_one / np.linalg.norm(one_by_one, axis=1, keepdims=True), atol=1e-5)
+    assert np.array_equal(model.encode(SENTS, normalize=True), unit)  # the short name
+    tensor = model.encode(SENTS, convert_to_tensor=True, show_progress_bar=True)
+    assert torch.is_tensor(tensor) and np.allclose(tensor.numpy(), together, atol=1e-6)
     with pytest.raises(ValueError, match="no tokenizer"):
         MultitaskBert(model.bert).encode(SENTS)
 
@@ -160,20 +195,36 @@ def test_predict_methods_take_strings_or_the_coursework_tensors(saved):
     model, _ = saved
     tok = model.tokenizer
     batch = tok(SENTS, max_length=40)
-    with torch.no_grad():
+    with torch.no_grad():  # the coursework's tensors: logits, what its evaluation code expects
         from_tensors = model.predict_sentiment(batch["input_ids"], batch["attention_mask"])
-    assert torch.allclose(model.predict_sentiment(SENTS), from_tensors, atol=1e-5)
+    assert from_tensors.shape == (5, 5)
+    assert torch.allclose(model.predict_sentiment_logits(SENTS), from_tensors, atol=1e-5)
+    # strings: labels and probabilities
+    sentiment = model.predict_sentiment(SENTS)
+    assert np.allclose(sentiment.probabilities, from_tensors.softmax(-1).numpy(), atol=1e-5)
+    assert sentiment.label.tolist() == from_tensors.argmax(-1).tolist()
+    one = model.predict_sentiment(SENTS[0])
+    assert isinstance(one.label, int) and one.probabilities.shape == (5,)
+    assert one.label == sentiment.label[0] and np.allclose(one.probabilities.sum(), 1, atol=1e-5)
     a, b = SENTS, SENTS[::-1]
     # strings go the processors' way: cross-encoder joined, both orders averaged (symmetric_pairs)
     pairs = [PairExample(str(i), x, y) for i, (x, y) in enumerate(zip(a, b))]
     para = ParaphraseProcessor("para", tok, dev=pairs, form="cross+siamese", symmetric=True, max_length=40)
-    assert (model.predict_paraphrase(a, b) > 0).long().tolist() == para.predict(model, "dev")
+    logits = model.predict_paraphrase_logits(a, b)
+    paraphrase = model.predict_paraphrase(a, b)
+    assert paraphrase.label.tolist() == para.predict(model, "dev") == (logits > 0).long().tolist()
+    assert np.allclose(paraphrase.probability, torch.sigmoid(logits).numpy(), atol=1e-6)
+    first = model.predict_paraphrase(a[0], b[0])
+    assert isinstance(first.label, int) and isinstance(first.probability, float)
+    assert first.label == paraphrase.label[0] and first.probability == pytest.approx(float(paraphrase.probability[0]), abs=1e-5)
     sts = SimilarityProcessor("sts", tok, dev=pairs, form="cross", symmetric=True, max_length=40)
-    assert np.allclose(model.predict_similarity(a, b).tolist(), sts.predict(model, "dev"), atol=1e-5)
+    similarity = model.predict_similarity(a, b)
+    assert isinstance(similarity, np.ndarray) and np.allclose(similarity, sts.predict(model, "dev"), atol=1e-5)
+    assert model.predict_similarity(a[0], b[0]) == pytest.approx(float(similarity[0]), abs=1e-5)
     one, two = tok(a, max_length=40), tok(b, max_length=40)
     with torch.no_grad():
-        logits = model.predict_paraphrase(one["input_ids"], one["attention_mask"], two["input_ids"], two["attention_mask"])
-        assert logits.shape == (5,)
+        from_tensors = model.predict_paraphrase(one["input_ids"], one["attention_mask"], two["input_ids"], two["attention_mask"])
+        assert torch.is_tensor(from_tensors) and from_tensors.shape == (5,)
         assert model.predict_similarity(one["input_ids"], one["attention_mask"], two["input_ids"], two["attention_mask"]).shape == (5,)
     with pytest.raises(ValueError, match="5 first and 2 second"):
         model.predict_paraphrase(a, b[:2])
@@ -233,6 +284,6 @@ def test_embed_cli_writes_npy_and_prints_similarities(tiny_checkpoint, saved, tm
     assert "3 embeddings of size 32" in out and " 1.000" in out and "a cat sits on the mat" in out
     model, folder = saved
     from_saved = embed.main(["the good movie", "why", "--model", str(folder), "--similarity"])
-    assert np.allclose(from_saved, model.encode(["the good movie", "why"]).numpy(), atol=1e-5)
+    assert np.allclose(from_saved, model.encode(["the good movie", "why"]), atol=1e-5)
     with pytest.raises(SystemExit):
         embed.main(["the good movie"])  # neither --output nor --similarity
