@@ -7,16 +7,20 @@ the file's metadata; `load_state` puts them back. Loading therefore runs no code
 tensors, and JSON reads plain values (a crafted pickle payload is refused as "not a safetensors file").
 
 Every write goes to a temporary file in the same folder, then `os.replace`: a kill during a save leaves the
-previous file whole, never a truncated one.
+previous file whole, never a truncated one, and its temporary file, which `remove_stale_temp_files` removes
+when the next run takes the folder (tasks/run_lock.py). `read_header` reads a checkpoint's position and meta
+without its tensors, and `flag_changes` says which of a resumed run's flags would change its training.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
+import re
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Union
+from typing import Any, Callable, Dict, Iterable, List, Tuple, Union
 
 import numpy as np
 import torch
@@ -40,6 +44,26 @@ def atomic_write(path: Union[str, Path], write: Callable[[str], None]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+# what a killed write leaves: atomic_write's mkstemp(prefix=".<name>.", suffix=".tmp") files (8 random characters),
+# and saved_model.py's hidden ".<folder>.tmp-<pid>" / ".<folder>.old-<pid>" siblings
+TEMP_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+TEMP_FOLDER = re.compile(r"^\..+\.(tmp|old)-[0-9]+$")
+
+
+def remove_stale_temp_files(folder: Union[str, Path]) -> List[str]:
+    """Remove our own temporary files and folders from `folder` (not below it); returns their names and sizes.
+    Only safe while no write can be under way there: with the folder's run lock held (tasks/run_lock.py)."""
+    folder, removed = Path(folder), []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if path.is_file() and TEMP_FILE.match(path.name):
+            removed.append(f"{path.name} ({path.stat().st_size / 1e6:.0f} MB)")
+            path.unlink()
+        elif path.is_dir() and not path.is_symlink() and TEMP_FOLDER.match(path.name):
+            removed.append(f"{path.name}/")
+            shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def usual_mode(path) -> None:
@@ -127,6 +151,57 @@ def load_state(path: Union[str, Path]) -> Any:
     if "minibert_state" not in meta:
         raise ValueError(f"{path} is a safetensors file without minibert's training state (no 'minibert_state')")
     return _join(json.loads(meta["minibert_state"]), tensors)
+
+
+def read_header(path: Union[str, Path]) -> Any:
+    """The state `save_state` wrote with every tensor left out (None): its position, config and meta, read from
+    the file's header alone, not its hundreds of MB of weights."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a minibert checkpoint (safetensors): {err}") from None
+    if "minibert_state" not in meta:
+        raise ValueError(f"{path} is a safetensors file without minibert's training state (no 'minibert_state')")
+    return _join(json.loads(meta["minibert_state"]), _NoTensors())
+
+
+class _NoTensors(dict):
+    def __missing__(self, key):
+        return None
+
+
+# Flags a resumed run may change. The rest change what is trained (its data, model, schedule, seed, selection):
+# resuming with one of them changed gives a run that is neither the old one nor the new one.
+FREE_FLAGS = {"out_dir", "predictions_dir", "predict_test", "save_every", "resume", "allow_changed_flags", "config"}
+# where the computation runs, or how: the same training, its numbers no longer bit-identical (allowed, with a note)
+HOW_FLAGS = {"use_gpu", "compile", "gradient_checkpointing", "attn_implementation"}
+# where the data files are (a run folder moved to another machine): the same run if the files are the same
+PATH_FLAGS = {"data_dir"}
+
+
+def flag_kind(name: str) -> str:
+    """"free", "how", "path" or "training" (see above); --<task>_{dev,test}_out and the test file are outputs."""
+    if name in FREE_FLAGS or name.endswith(("_dev_out", "_test_out", "_test")):
+        return "free"
+    if name in HOW_FLAGS:
+        return "how"
+    if name in PATH_FLAGS or name.endswith(("_train", "_dev")):
+        return "path"
+    return "training"
+
+
+def flag_changes(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Dict[str, Tuple[Any, Any]]]:
+    """{kind: {flag: (old, new)}} for the flags whose values differ (flag_kind's kinds, "free" left out), compared
+    as JSON. A flag the checkpoint does not know (newer than it) is kind "unknown", with old None."""
+    new = json.loads(json.dumps(new, default=str))
+    changes: Dict[str, Dict[str, Tuple[Any, Any]]] = {}
+    for name, value in new.items():
+        kind = flag_kind(name) if name in old else "unknown"
+        if kind != "free" and old.get(name) != value:
+            changes.setdefault(kind, {})[name] = (old.get(name), value)
+    return changes
 
 
 def rng_state() -> dict:

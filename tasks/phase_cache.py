@@ -29,8 +29,8 @@ from .techniques.phases import PhasesConfig
 
 # what only the fine-tuning after the phases reads (or per-run bookkeeping): left out of the key
 FINETUNE_ONLY = {"lr", "head_lr", "epochs", "layer_lr_decay", "patience", "eval_every", "save_every", "out_dir",
-                 "predictions_dir", "resume", "phases", "config", "predict_test", "finetune_encoder", "task_sampling",
-                 "tasks_per_step", "head_dropout_samples", "model"}
+                 "predictions_dir", "resume", "allow_changed_flags", "phases", "config", "predict_test",
+                 "finetune_encoder", "task_sampling", "tasks_per_step", "head_dropout_samples", "model"}
 PHASE_FLAGS = {f.name for f in dataclasses.fields(PhasesConfig)}
 OTHER_TECHNIQUES = {f.name for t in REGISTRY.values() if t.Config is not PhasesConfig
                     for f in dataclasses.fields(t.Config)} - PHASE_FLAGS

@@ -20,13 +20,14 @@ import torch
 from minibert import BertModel, Tokenizer
 
 from . import techniques
-from .checkpointing import atomic_write_text, load_state, write_jsonl
+from .checkpointing import atomic_write_text, load_state, read_jsonl, write_jsonl
 from .cli import Parser, config_tokens, configure_logging, fail
 from .data import get_task, hold_out
 from .devices import pick_device
 from .distributed import init_distributed, leave_distributed
 from .inference import build_processor, dev_table, predict_and_write
 from .param_groups import reinit_top_layers
+from .run_lock import RESUMES, claim_out_dir
 from .metrics import format_table, overall_score
 from .model import POOLINGS, MultitaskBert
 from .para_augment import augment_processor
@@ -161,8 +162,16 @@ def load_pretrained(args) -> Tuple[Tokenizer, BertModel]:
     return Tokenizer.from_pretrained(args.model), encoder
 
 
-def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, batch_sizes: Optional[Dict[str, int]] = None,
-        para_head: str = "cross", sts_head: str = "cosine", sts_loss: str = "mse",
+def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, *more, **options) -> Dict[str, float]:
+    """`train_and_predict` holding --out_dir (tasks/run_lock.py): one run per folder, what killed writes left there
+    removed, and --resume refused when a flag that changes the training differs from the checkpoint's."""
+    rank, _, _ = init_distributed(args.use_gpu)
+    with claim_out_dir(args, resolved_flags(args), Path(sys.argv[0]).name, main_process=rank == 0):
+        return train_and_predict(args, tasks, files, cli, *more, **options)
+
+
+def train_and_predict(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str,
+        batch_sizes: Optional[Dict[str, int]] = None, para_head: str = "cross", sts_head: str = "cosine", sts_loss: str = "mse",
         symmetric_pairs: bool = False, loss_weights: Optional[Dict[str, float]] = None, sts_cosine_map: str = "clamp",
         para_augment: str = "none", para_augment_cap: int = 20) -> Dict[str, float]:
     """Build the model and processors for `tasks`, run the phases, train, reload the best weights, write predictions.
@@ -243,9 +252,11 @@ def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, batc
           f"({wall / 60:.1f} min in all):")
     print(format_table(dev_table(scores)))
     print(f"the model: {folder} (python tasks/predict.py --model {folder}); predictions written to {', '.join(sorted({str(Path(f[k]).parent) for f in files.values() for k in ('dev_out', 'test_out')}))}")
+    resumes = Path(config.out_dir) / RESUMES  # each --resume of this run, with what it changed (tasks/run_lock.py)
     final = {"final": True, "best_epoch": best["epoch"], "best_step": best["step"], "dev": scores,
              "wall_seconds": round(wall, 1), "device": str(device), "processes": world_size,
-             **({"phases": phase_scores} if phase_scores else {})}
+             **({"phases": phase_scores} if phase_scores else {}),
+             **({"resumes": read_jsonl(resumes)} if resumes.is_file() else {})}
     write_jsonl(Path(config.out_dir) / "metrics.jsonl", history + [final])
     leave_distributed()
     return scores
