@@ -3,9 +3,12 @@
     python tasks/predict.py --model runs/multitask/model [--use_gpu]
     python tasks/predict.py --model runs/multitask/model --tasks sts --sts_test data/sts-test-student.csv
 
-For every task the model has a head for, predicts the dev and test files and writes
-predictions/{task}-{dev,test}-output.csv: the same flags, file names and prediction path (processors built
-from the model's head config, length-sorted batches) as the end of training, so the files are identical.
+For every task the model has a head for, predicts the dev and test files and writes {task}-{dev,test}-output.csv
+beside the model, in <the model folder's parent>/predictions (runs/multitask/predictions for
+runs/multitask/model), not in the predictions/ a training run wrote: the same flags, file names and prediction
+path (processors built from the model's head config, length-sorted batches) as the end of training, so the
+files are identical. A file elsewhere (--predictions_dir, --sst_dev_out, ...) that exists is replaced only with
+--overwrite.
 """
 import os
 import sys
@@ -35,15 +38,27 @@ def parse_args(argv=None, description=None, splits=("dev", "test"), writes=True)
     parser.add_argument("--use_gpu", action="store_true", help="CUDA, else Apple MPS, else the CPU with a warning")
     parser.add_argument("--data_dir", default=str(REPO / "data"), metavar="DIR", help="folder with the CS224N files")
     if writes:
-        parser.add_argument("--predictions_dir", default=str(REPO / "predictions"), metavar="DIR",
-                            help="where the prediction files go")
+        parser.add_argument("--predictions_dir", default=None, metavar="DIR",
+                            help="where the prediction files go (default: beside the model, <the model folder's "
+                                 "parent>/predictions: runs/multitask/predictions for runs/multitask/model)")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace prediction files that exist outside the model's own predictions folder "
+                                 "(e.g. a training run's, in predictions/)")
     if "test" in splits:
         parser.add_argument("--splits", nargs="+", choices=splits, default=list(splits), metavar="SPLIT",
                             help="the splits to predict (dev, test)")
     for name in TASKS:
         add_task_file_args(parser, name, name, outputs="{prefix}-{split}-output.csv" if writes else None, inputs=splits)
     configure_logging()
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if writes and args.predictions_dir is None:
+        args.predictions_dir = str(beside(args.model))
+    return args
+
+
+def beside(model) -> Path:
+    """The model's own predictions folder: a sibling of the model folder (the run's folder, for a trained model)."""
+    return Path(model).resolve().parent / "predictions"
 
 
 def load(args, prog: str, splits):
@@ -64,10 +79,15 @@ def load(args, prog: str, splits):
 def main(argv=None):
     args = parse_args(argv)
     model, processors, files, device = load(args, "predict.py", args.splits)
+    written = sorted(files[n][f"{s}_out"] for n, p in processors.items() for s in args.splits if p.splits[s])
+    others = [f for f in written if Path(f).exists() and Path(f).resolve().parent != beside(args.model)]
+    if others and not args.overwrite:  # e.g. the predictions/ of a training run: not ours to replace unasked
+        fail("predict.py", f"{', '.join(others)} already exist{'s' if len(others) == 1 else ''}, outside this model's "
+                           f"own predictions folder ({beside(args.model)}); pass --overwrite to replace "
+                           f"{'it' if len(others) == 1 else 'them'}, or choose another --predictions_dir")
     scores = predict_and_write(model, processors, files, device, args.splits)
     if scores:
         print(format_table(dev_table(scores)))
-    written = sorted(files[n][f"{s}_out"] for n, p in processors.items() for s in args.splits if p.splits[s])
     print("predictions written:\n  " + "\n  ".join(written))
     return scores
 
