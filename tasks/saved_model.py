@@ -120,7 +120,8 @@ def _write_json(path: Path, value) -> None:
 
 
 def _write_sentence_transformers(model: MultitaskBert, folder: Path) -> None:
-    """sentence-transformers' module list, in its long-standing format (read by its 2.x to 6.x), so that
+    """sentence-transformers' module list, in its long-standing format (tested with 6.3; a Dense module's
+    model.safetensors needs 3.0 or later), so that
     `SentenceTransformer(folder).encode` equals our `encode`: inputs cut to the model's `max_length` tokens (the
     length it was trained at, not the tokenizer's 512), then its pooling, and no normalisation (encode's default).
     mean and cls are sentence-transformers' pooling modes; our 'pooler' (tanh(W h_[CLS] + b), BERT's pooler)
@@ -248,7 +249,7 @@ def model_card(model: MultitaskBert, card: dict) -> str:
               f"{HEADS_FILE}); `sentence_transformers.SentenceTransformer(FOLDER).encode` gives the same embeddings "
               f"as `encode`: inputs cut to {heads['max_length']} tokens, {_st_pooling(heads['pooling'])}, "
               "not normalised.", "",
-              f"The datasets in the header name the public sources; the rows used are the CS224N course files.", "",
+              "The datasets in the header name the public sources; the rows used are the CS224N course files.", "",
               "## Intended use and limits", "",
               "- For coursework and study: a small model fine-tuned on the CS224N files (SST-5 movie-review phrases, "
               "CFIMDB reviews, Quora question pairs, STS benchmark), all English.",

@@ -79,6 +79,7 @@ def test_pooler_pooling_is_cls_then_the_poolers_dense_and_tanh(folders):
     assert json.loads((folder / "1_Pooling" / "config.json").read_text())["pooling_mode_cls_token"] is True
     dense = json.loads((folder / "2_Dense" / "config.json").read_text())
     assert dense["activation_function"] == "torch.nn.modules.activation.Tanh" and dense["in_features"] == 32
+    assert "no such pooling mode" in (folder / "README.md").read_text()  # the card says what the files do
     _, mean_folder = folders["mean"]
     assert not (mean_folder / "2_Dense").exists()
     config = json.loads((mean_folder / "1_Pooling" / "config.json").read_text())
