@@ -28,7 +28,8 @@ from tasks import techniques  # noqa: E402
 from tasks.checkpointing import load_state, write_jsonl  # noqa: E402
 from tasks.devices import pick_device  # noqa: E402
 from tasks.run import (REPO, add_task_file_args, base_parser, load_pretrained, make_evaluator,  # noqa: E402
-                       parse_with_config, task_files)
+                       parse_with_config, resolved_flags, task_files)
+from tasks.run_lock import claim_out_dir  # noqa: E402
 from tasks.techniques.base import add_dataclass_args, dataclass_from_args  # noqa: E402
 from tasks.trainer import TrainConfig, seed_everything  # noqa: E402
 
@@ -106,6 +107,12 @@ def with_fake_probe(evaluate, proc, tokenizer, max_length: int, device):
 
 
 def run_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
+    """train_gan holding --out_dir (tasks/run_lock.py): one run per folder, --resume's flags checked."""
+    with claim_out_dir(args, resolved_flags(args), Path(sys.argv[0]).name):
+        return train_gan(args, task, files, show_progress)
+
+
+def train_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
     """Train one model on one task, reload its best epoch, write predictions; returns its scores and data sizes."""
     started = time.time()
     config = dataclass_from_args(TrainConfig, args)
@@ -127,7 +134,7 @@ def run_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
     meta = {"model": args.model, "task": task, "num_labels": num_labels, "pooling": args.pooling,
             "gan": dataclasses.asdict(gan), "bert_config": encoder.config.to_dict(), "data": s,
             "labeled_fraction": args.labeled_fraction, "unlabeled_fraction": args.unlabeled_fraction,
-            "seed": config.seed, "argv": sys.argv[1:]}
+            "seed": config.seed, "argv": sys.argv[1:], "flags": resolved_flags(args)}
     if args.predict_test is False:
         proc.splits["test"] = []
     trainer = GanTrainer(model, {task: proc}, config, with_fake_probe(make_evaluator({task: proc}, device), proc, tokenizer,

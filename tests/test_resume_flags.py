@@ -68,3 +68,17 @@ def test_resume_refuses_changed_training_flags_unless_allowed_and_then_records_t
     multitask.main(base)  # a fresh run in the folder: the earlier run's resumes are not its own
     assert not (out / "resumes.jsonl").exists()
     assert "resumes" not in json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_the_gan_cli_checks_its_resume_too(tiny_checkpoint, tiny_data, tmp_path, capsys):
+    from gan import train
+    base = ["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--epochs", "1", "--batch_size", "8",
+            "--noise_dim", "8", "--max_examples", "16", "--no-predict_test", "--out_dir", str(tmp_path / "run"),
+            "--predictions_dir", str(tmp_path / "pred")]
+    train.main(base)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        train.main(base + ["--resume", "--noise_dim", "4"])
+    assert stop.value.code == 2 and "--noise_dim 8 → 4" in capsys.readouterr().err
+    train.main(base + ["--resume"])  # the same flags: resumed
+    assert (tmp_path / "run" / "sst-acganbert" / "resumes.jsonl").is_file()
