@@ -83,9 +83,10 @@ def test_unlabelled_file_with_odd_header(load_logged):
 
 def test_labeled_false_keeps_rows_with_bad_labels(load_logged):
     examples, msgs = load_logged(load_sentiment, FIXTURES / "sst-bad.csv", labeled=False)
-    assert [e.id for e in examples] == ["a1", "a2", "a3", "a5", "a7", "a8", "a9", "a10", "a11"]
-    assert all(e.label is None for e in examples)
-    assert "skipped 2 malformed row(s)" in msgs[0]  # empty sentence, empty id
+    assert [e.id for e in examples] == ["a1", "a2", "a3", "a4", "a5", "a7", "a8", "a9", "a10", "a11"]
+    assert all(e.label is None for e in examples) and examples[3].sentence == ""
+    assert "skipped 1 malformed row(s) of 11 (line 7: empty id)" in msgs[0]  # no id: it cannot be submitted
+    assert "kept 1 unlabelled row(s) with an empty sentence" in msgs[1]  # predicted: a submission holds every id
 
 
 def test_wrong_layout_and_missing_file():
