@@ -198,7 +198,7 @@ def flag_changes(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Dict[str
     new = json.loads(json.dumps(new, default=str))
     changes: Dict[str, Dict[str, Tuple[Any, Any]]] = {}
     for name, value in new.items():
-        kind = flag_kind(name) if name in old else "unknown"
+        kind = flag_kind(name) if name in old or flag_kind(name) == "free" else "unknown"
         if kind != "free" and old.get(name) != value:
             changes.setdefault(kind, {})[name] = (old.get(name), value)
     return changes

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tasks import multitask
-from tasks.checkpointing import flag_changes, read_header, save_state
+from tasks.checkpointing import flag_changes, load_state, read_header, save_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -19,6 +19,28 @@ def test_flag_kinds():
     assert flag_changes(old, new) == {"training": {"lr": (1e-4, 5e-5)}, "how": {"use_gpu": (False, True)},
                                       "path": {"data_dir": ("x", "y")}, "unknown": {"new_flag": (None, 3)}}
     assert flag_changes(old, dict(old)) == {}
+    assert flag_changes(old, {**old, "allow_changed_flags": True}) == {}  # a free flag newer than the record
+
+
+def test_a_checkpoint_without_its_flags_is_compared_with_run_config_json(tiny_checkpoint, tiny_data, tmp_path,
+                                                                         capsys):
+    out = tmp_path / "run"
+    base = ["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--tasks", "sst", "--epochs", "1",
+            "--batch_size", "4", "--max_examples", "8", "--no-predict_test", "--out_dir", str(out),
+            "--predictions_dir", str(out / "pred")]
+    multitask.main(base)
+    state = load_state(out / "last.safetensors")
+    del state["meta"]["flags"]  # as checkpoints were written before the flags were kept
+    save_state(out / "last.safetensors", state)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        multitask.main(base + ["--lr", "5e-5", "--resume"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"compared with {out / 'run_config.json'}'s" in err
+    assert "--lr 0.0001 → 5e-05" in err
+    (out / "run_config.json").unlink()  # nothing to compare with: said so, and resumed
+    multitask.main(base + ["--resume"])
+    assert "they cannot be compared with this command's" in capsys.readouterr().err
 
 
 def test_read_header_skips_the_weights(tmp_path):
@@ -63,7 +85,10 @@ def test_resume_refuses_changed_training_flags_unless_allowed_and_then_records_t
     assert [r["changed"] for r in resumes] == [{"use_gpu": [False, True]}, {"lr": [0.0001, 5e-05]}]
     final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert final["final"] and final["resumes"] == resumes  # the run's summary says it was not one run
-    assert json.loads((out / "run_config.json").read_text())["lr"] == 5e-05  # the flags from the resume on
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["lr"] == 5e-05 and config["resumes"] == resumes  # 5e-5 from step 2 on, not for the whole run
+    again = multitask.parse_args(["--config", str(out / "run_config.json")])  # "resumes" is a record, not a flag
+    assert again.lr == 5e-05 and not hasattr(again, "resumes")
 
     multitask.main(base)  # a fresh run in the folder: the earlier run's resumes are not its own
     assert not (out / "resumes.jsonl").exists()
