@@ -120,6 +120,7 @@ def config_tokens(parser: Parser, path) -> List[str]:
     if not isinstance(values, dict):
         parser.error(f"{where}: expected a JSON object of flag names and values, got {type(values).__name__}")
     actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+    values.pop("resumes", None)  # run_config.json's record of a run's --resumes (tasks/run.py), not a flag
     unknown = [key for key in values if key not in actions]
     if unknown:
         near = difflib.get_close_matches(unknown[0], actions, n=1)

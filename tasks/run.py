@@ -108,7 +108,12 @@ def resolved_flags(args: argparse.Namespace) -> dict:
 
 
 def write_run_config(args: argparse.Namespace, out_dir) -> None:
-    atomic_write_text(Path(out_dir) / "run_config.json", json.dumps(resolved_flags(args), indent=1) + "\n")
+    """The flags in force, and after a --resume its record (at which step, what changed: tasks/run_lock.py) under
+    "resumes", which --config skips: the file does not claim a changed flag's new value for the whole run."""
+    resumes = Path(out_dir) / RESUMES
+    record = {"resumes": read_jsonl(resumes)} if resumes.is_file() else {}
+    atomic_write_text(Path(out_dir) / "run_config.json",
+                      json.dumps({**resolved_flags(args), **record}, indent=1) + "\n")
 
 
 def add_task_file_args(parser: argparse.ArgumentParser, prefix: str, task: str,

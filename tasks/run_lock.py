@@ -110,6 +110,18 @@ def run_lock(out_dir, prog: str) -> Iterator[Path]:
         os.close(fd)
 
 
+def recorded_flags(path: Path) -> Optional[dict]:
+    """The flags in a run_config.json (its "resumes" record left out), or None without a readable one."""
+    try:
+        flags = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(flags, dict):
+        return None
+    flags.pop("resumes", None)
+    return flags
+
+
 def check_resume(args, flags: dict, prog: str) -> Optional[dict]:
     """With --resume and a checkpoint: refuse changed training flags (unless --allow_changed_flags), note the
     others, and append the resume to resumes.jsonl. Without: remove an older run's resumes.jsonl."""
@@ -123,10 +135,12 @@ def check_resume(args, flags: dict, prog: str) -> Optional[dict]:
     except ValueError as err:
         fail(prog, f"--resume: {err}")
     old = (state.get("meta") or {}).get("flags")
-    changes = flag_changes(old, flags) if old is not None else {}
-    if old is None:
+    if old is None:  # a checkpoint from before they were kept: the run's run_config.json, if it has one
+        old = recorded_flags(out_dir / "run_config.json")
         log.warning(f"--resume: {checkpoint} does not record its flags (written before they were kept): "
-                    "they cannot be compared with this command's")
+                    + (f"compared with {out_dir / 'run_config.json'}'s" if old is not None else
+                       "they cannot be compared with this command's"))
+    changes = flag_changes(old, flags) if old is not None else {}
     def shown(kind: str) -> str:
         return ", ".join(f"--{k} {json.dumps(b)}" if kind == "unknown" else f"--{k} {json.dumps(a)} → {json.dumps(b)}"
                          for k, (a, b) in changes.get(kind, {}).items())
