@@ -10,7 +10,8 @@ tasks/checkpointing.py's atomic writes: no other writer can be mid-write).
 With --resume it then compares the flags the checkpoint was written with to the new ones: a change to one
 that alters the training (--lr, --epochs, --seed, a technique's flag, ...) is refused, each named old → new,
 unless --allow_changed_flags, and then recorded in <out_dir>/resumes.jsonl (every resume is, with the step it
-resumed at; the final record of metrics.jsonl repeats them). Where files go, --save_every and the device
+resumed at; run_config.json's "resumes" and the final record of metrics.jsonl repeat them, so neither claims a
+changed value for the whole run). A checkpoint written before it kept its flags is compared with run_config.json. Where files go, --save_every and the device
 (--use_gpu, --compile, ...) may change: the last with a note, as numbers then differ in the last bits.
 """
 from __future__ import annotations

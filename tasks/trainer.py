@@ -71,7 +71,7 @@ class TrainConfig:
     resume: bool = flag(False, "continue from <out_dir>/last.safetensors, at the exact batch it was written; a flag "
                                "that changes the training must be as the checkpoint has it (tasks/run_lock.py)")
     allow_changed_flags: bool = flag(False, "with --resume: go on although such flags changed (each change is "
-                                            "recorded in <out_dir>/resumes.jsonl)")
+                                            "recorded, with its step, in <out_dir>/run_config.json's resumes)")
     compile: bool = flag(False, "torch.compile the encoder's layers (falls back to eager, with a warning)")
 
     def __post_init__(self):
