@@ -149,10 +149,11 @@ def check_resume(args, flags: dict, prog: str) -> Optional[dict]:
         fail(prog, f"--resume: {checkpoint} was trained with other values of flags that change the training: "
                    f"{shown('training')}. Resume with the checkpoint's values (they are in "
                    f"{out_dir / 'run_config.json'}: --config it), start afresh in another --out_dir, or pass "
-                   "--allow_changed_flags to continue with the new values (recorded in "
-                   f"{resumes}; the result is then neither run's)")
+                   "--allow_changed_flags to continue with the new values (recorded, with the step, in "
+                   "run_config.json's \"resumes\"; the result is then neither run's)")
     if changes.get("training"):
-        log.warning(f"--resume with changed training flags ({shown('training')}): recorded in {resumes}")
+        log.warning(f"--resume with changed training flags ({shown('training')}): recorded in {resumes} and "
+                    f"{out_dir / 'run_config.json'}")
     if changes.get("how"):
         log.warning(f"--resume on another device or kernel ({shown('how')}): the same training, its numbers no "
                     "longer bit-identical to an uninterrupted run's")
