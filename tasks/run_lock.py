@@ -11,8 +11,9 @@ With --resume it then compares the flags the checkpoint was written with to the 
 that alters the training (--lr, --epochs, --seed, a technique's flag, ...) is refused, each named old → new,
 unless --allow_changed_flags, and then recorded in <out_dir>/resumes.jsonl (every resume is, with the step it
 resumed at; run_config.json's "resumes" and the final record of metrics.jsonl repeat them, so neither claims a
-changed value for the whole run). A checkpoint written before it kept its flags is compared with run_config.json. Where files go, --save_every and the device
-(--use_gpu, --compile, ...) may change: the last with a note, as numbers then differ in the last bits.
+changed value for the whole run). A checkpoint written before it kept its flags is compared with run_config.json.
+Where files go, --save_every and the device (--use_gpu, --compile, ...) may change: the last with a note, as
+numbers then differ in the last bits. --eval_every and --patience may not: they choose the kept epoch.
 """
 from __future__ import annotations
 
