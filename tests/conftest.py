@@ -1,4 +1,5 @@
 """Shared fixtures: tiny random BERT configs, HF reference models built from the same weights."""
+import logging
 import os
 
 import pytest
@@ -109,3 +110,14 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     return write_tiny_data(tmp_path_factory.mktemp("tiny-data"))
+
+
+@pytest.fixture
+def load_logged(caplog):
+    """Run a loader: (examples, the notices it logged), tasks.data's warnings as the CLIs print them."""
+    def load(loader, path, **kw):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tasks.data"):
+            examples = loader(path, **kw)
+        return examples, [r.getMessage() for r in caplog.records if r.name == "tasks.data"]
+    return load

@@ -1,6 +1,5 @@
 """Bad input files get an error naming the file and line, or a skip that is counted and named: never silence."""
 import csv
-import logging
 import re
 
 import pytest
@@ -15,17 +14,6 @@ HEADER = "\tid\tsentence\tsentiment\n"
 
 def rows(n, start=0):
     return "".join(f"{i}\tid{i}\t Sentence number {i} .\t{i % 5}\n" for i in range(start, start + n))
-
-
-@pytest.fixture
-def load_logged(caplog):
-    """Run a loader: (examples, the notices it logged), tasks.data's warnings as the CLIs print them."""
-    def load(loader, path, **kw):
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="tasks.data"):
-            examples = loader(path, **kw)
-        return examples, [r.getMessage() for r in caplog.records if r.name == "tasks.data"]
-    return load
 
 
 def test_a_byte_that_is_not_utf8_names_file_line_and_byte(tmp_path):

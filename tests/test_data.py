@@ -1,6 +1,5 @@
 """tasks.data and tasks.fetch_data: loaders on hand-made bad files and on the real CS224N files, collators,
 the length-bucketed sampler, and the data fetcher."""
-import logging
 from pathlib import Path
 
 import pytest
@@ -19,17 +18,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 @pytest.fixture(scope="module")
 def tok():
     return Tokenizer.from_pretrained()
-
-
-@pytest.fixture
-def load_logged(caplog):
-    """Run a loader: (examples, the notices it logged), tasks.data's warnings as the CLIs print them."""
-    def load(loader, path, **kw):
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="tasks.data"):
-            examples = loader(path, **kw)
-        return examples, [r.getMessage() for r in caplog.records if r.name == "tasks.data"]
-    return load
 
 
 # ----------------------------------------------------------------------------- loaders on fixtures
