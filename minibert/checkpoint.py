@@ -88,6 +88,7 @@ def normalise_hf_key(key: str) -> str:
     return key
 
 
+# exercise: key_table — HF's keys to ours via KEY_TABLE; list the unknown. hint: normalise_hf_key, _translate, _IGNORED
 def hf_to_minibert(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """Rename a HuggingFace state dict; returns (our state dict, HF keys that map to nothing and are not ignorable)."""
     ours, unexpected = {}, []

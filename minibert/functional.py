@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 
+# exercise: gelu — Exact GELU, x·Φ(x) with Φ the standard normal CDF. hint: Φ(x) = (1 + erf(x / √2)) / 2, torch.erf
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """Exact GELU, x·Φ(x) with the Gaussian CDF written through erf (BERT's "gelu", not the tanh approximation)."""
     return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
@@ -24,6 +25,7 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 ACTIVATIONS = {"gelu": gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "relu": torch.relu, "tanh": torch.tanh}
 
 
+# exercise: layer_norm — Last dim to mean 0, variance 1, then scale and shift. hint: the biased variance; eps inside the √
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
     """Normalise the last dimension to zero mean and unit (biased) variance, then scale and shift."""
     mean = x.mean(dim=-1, keepdim=True)
@@ -31,6 +33,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     return (x - mean) / torch.sqrt(var + eps) * weight + bias
 
 
+# exercise: attention_mask — The 1/0 mask (B, T) as an additive (B, 1, 1, T) one. hint: 0, or torch.finfo(dtype).min
 def additive_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, T) of 1 = attend / 0 = padding  ->  (B, 1, 1, T) of 0 / a large negative number.
 
@@ -70,18 +73,21 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     return torch.where(keep_mask(x.shape, p, x.device), x * (1.0 / (1.0 - p)), 0.0)
 
 
+# exercise: heads — Split C into nh heads of hs = C / nh: (B, T, C) -> (B, nh, T, hs). hint: view, then transpose(1, 2)
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(B, T, C) -> (B, nh, T, hs)"""
     B, T, C = x.shape
     return x.view(B, T, num_heads, C // num_heads).transpose(1, 2)
 
 
+# exercise: heads — Merge the heads back: (B, nh, T, hs) -> (B, T, C). hint: transpose(1, 2), then reshape (not view)
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, nh, T, hs) -> (B, T, C)"""
     B, nh, T, hs = x.shape
     return x.transpose(1, 2).reshape(B, T, nh * hs)
 
 
+# exercise: attention — softmax(q kᵀ / √hs + mask) v, and the probabilities. hint: dropout(probs, ...) before @ v
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None,
               dropout_p: float = 0.0, training: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """Scaled dot-product attention written out: softmax(q kᵀ / √hs + mask) v.

@@ -83,6 +83,7 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.drop = Dropout(config.hidden_dropout_prob)
 
+    # exercise: embeddings — Word (or inputs_embeds) + token type + position, then norm and drop. hint: positions 0..T−1
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
                 inputs_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:
         T = input_ids.size(1)
@@ -106,6 +107,7 @@ class SelfAttention(nn.Module):
         self.dropout_p = config.attention_probs_dropout_prob
         self.manual = config.attn_implementation == "manual"
 
+    # exercise: self_attention — Project to q, k, v, split heads, attend, merge, project out. hint: attention() gives probs
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor], output_attentions: bool = False):
         q = split_heads(self.query(x), self.num_heads)  # (B, nh, T, hs)
         k = split_heads(self.key(x), self.num_heads)
@@ -151,6 +153,7 @@ class Layer(nn.Module):
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.drop = Dropout(config.hidden_dropout_prob)
 
+    # exercise: layer — Post-LN: x = norm(x + drop(attn(x))), then x = norm(x + drop(ffn(x))); return x and attn's probs
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor], output_attentions: bool = False):
         a, probs = self.attn(x, mask, output_attentions)
         x = self.attn_norm(x + self.drop(a))  # residual add, then LayerNorm

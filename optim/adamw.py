@@ -145,6 +145,7 @@ def _bias_corrections(step: int, beta1: float, beta2: float, correct_bias: bool)
 
 # --- mode="coursework": eps added to √v, step size lr·√(1−β₂ᵗ)/(1−β₁ᵗ), decay after the step ---------------
 
+# exercise: adamw — The coursework's step: α_t = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ), eps on √v, decay after. hint: _bias_corrections
 def _coursework_single(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay,
                        correct_bias):
     for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
@@ -176,6 +177,7 @@ def _coursework_foreach(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta
 
 # --- mode="torch": decay first, eps added to the bias-corrected √v̂ (torch.optim.AdamW, op for op) -----------
 
+# exercise: adamw — torch's step: decay first, eps on the corrected √v̂ (module docstring). hint: m.lerp_(g, 1 − β₁)
 def _torch_single(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay,
                   correct_bias):
     for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):

@@ -38,6 +38,7 @@ def _as_matrix(grads: Union[torch.Tensor, Sequence[torch.Tensor]]) -> torch.Tens
     return torch.stack(grads)
 
 
+# exercise: pcgrad — Yield each gᵢ less its part along each conflicting gⱼ. hint: randperm(T − 1, generator=generator)
 def _projected_rows(G: torch.Tensor, generator: Optional[torch.Generator]) -> Iterator[torch.Tensor]:
     """Yield gᵢᴾᶜ for i = 0, 1, ... one at a time, so that only one projected row exists at once."""
     T = G.shape[0]

@@ -7,12 +7,14 @@ import torch
 import torch.nn.functional as F
 
 
+# exercise: similarity_loss — Pearson's r of two 1-D tensors, differentiable. hint: clamp the norms' product at eps
 def pearson(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Pearson correlation of two 1-D tensors, differentiable."""
     xc, yc = x - x.mean(), y - y.mean()
     return (xc * yc).sum() / (xc.norm() * yc.norm()).clamp_min(eps)
 
 
+# exercise: similarity_loss — MSE, plus (1 − Pearson r) for "mse+corr"; a ValueError naming any other kind
 def similarity_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """Regression loss on the 0–1 scale. "mse"; or "mse+corr": MSE + (1 − Pearson r) over the batch, which
     rewards getting the ranking right, as the STS metric (Pearson) does."""

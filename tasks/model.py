@@ -70,6 +70,7 @@ def multi_sample_dropout(head: Callable[[torch.Tensor], torch.Tensor], drop: nn.
     return torch.stack([head(drop(h)) for _ in range(samples)]).mean(0)
 
 
+# exercise: mean_pool — The mean of the real tokens' vectors, padding left out. hint: a row may be all padding
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Average of the real (unpadded) tokens' vectors: (B, T, C), (B, T) -> (B, C)."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
@@ -218,6 +219,7 @@ class MultitaskBert(nn.Module):
         """head(dropout(h)); under --head_dropout_samples K, averaged over K masks in training."""
         return multi_sample_dropout(self._head(name), self.drop, h, self.head_dropout_samples)
 
+    # exercise: paraphrase_head — Cross-encoder logit and/or Siamese MLP on [u; v; |u−v|; u∗v]. hint: _pair, _dropped_head
     def paraphrase_head_logits(self, batch) -> torch.Tensor:
         """(B, K): one logit per paraphrase head (K = 2 for cross+siamese, else 1); each is trained on its own."""
         logits = []

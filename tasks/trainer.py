@@ -190,6 +190,7 @@ class Trainer:
         if self.config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
 
+    # exercise: trainer_step — Unscale, clip, after_backward, step optimizers and schedules, zero grads, after_step
     def optimizer_step(self) -> None:
         """Clip, let the callbacks mask the gradients, update every optimizer and schedule, then after_step."""
         for optimizer in self.optimizers:
