@@ -8,7 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["minibert", "optim", "tasks", "tasks.techniques", "gan"],
+    packages=["minibert", "optim", "tasks", "tasks.techniques", "tasks.exercises", "gan"], package_data={"tasks.exercises": ["reference.safetensors"]},
     install_requires=[
         "torch>=2.1",
         "numpy",

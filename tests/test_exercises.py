@@ -1,0 +1,172 @@
+"""The coursework exercises (tasks/exercises, docs/exercises.md): the markers, the student copy, the grader.
+
+The reference passes every check; a fresh copy fails every one with "not started"; restoring one reference body
+in a copy turns exactly that exercise ✓; a wrong body is a ✗ naming the tensor that differs.
+"""
+import ast
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tasks.exercises.checks import CHECKS
+from tasks.exercises.grading import NOT_STARTED, PASS, grade
+from tasks.exercises.maker import make, restore
+from tasks.exercises.markers import FILES, ROOT, MarkerError, find_exercises, parse_file
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+EXERCISES = find_exercises(ROOT)
+NAMES = [e.name for e in EXERCISES]
+
+
+@pytest.fixture(scope="module")
+def copy(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("student") / "copy"
+    make(dest, ROOT)
+    return dest
+
+
+def run_in(folder: Path, code: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    """Python in `folder`, whose packages (minibert, optim, tasks) then shadow the installed reference."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=folder, capture_output=True, text=True,
+                          timeout=timeout, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+
+
+def test_every_marker_parses_and_names_a_function_that_exists_with_a_check():
+    assert 12 <= len(EXERCISES) <= 16 and len(set(NAMES)) == len(NAMES)
+    assert set(NAMES) == set(CHECKS), "every exercise has a check, every check an exercise"
+    for exercise in EXERCISES:
+        assert exercise.task and exercise.functions
+        for function in exercise.functions:
+            module = importlib.import_module(function.file[:-3].replace("/", "."))
+            obj = module
+            for part in function.qualname.split("."):
+                obj = getattr(obj, part)
+            assert callable(obj), function.where
+    # tour order: the files in docs/tour.md's order, the reference's first exercise is the math
+    assert NAMES[:2] == ["gelu", "layer_norm"] and NAMES.index("attention") < NAMES.index("adamw") < NAMES.index("pcgrad")
+
+
+def test_a_bad_marker_is_an_error_naming_file_and_line(tmp_path):
+    (tmp_path / "m.py").write_text("x = 1\n# exercise: oops no dash\ndef f():\n    return 1\n")
+    with pytest.raises(MarkerError, match=r"m.py:2: a marker must read"):
+        parse_file(tmp_path, "m.py")
+    (tmp_path / "m.py").write_text("# exercise: f — Task.\n\nx = 1\n")
+    with pytest.raises(MarkerError, match=r"m.py:1: the marker for 'f' is not directly above a def"):
+        parse_file(tmp_path, "m.py")
+
+
+def test_the_reference_passes_every_check():
+    results = [grade(e, CHECKS[e.name], ROOT) for e in EXERCISES]
+    assert [(r.name, r.status, r.detail) for r in results if r.status != PASS] == []
+
+
+def test_the_copy_keeps_signatures_docstrings_shape_comments_and_nothing_else_of_the_bodies(copy):
+    assert not (copy / "data").exists() and not (copy / ".git").exists() and not list(copy.rglob("__pycache__"))
+    assert (copy / "tasks/exercises/reference.safetensors").is_file()
+    for rel in FILES:
+        ref = {f.qualname: n for f, n in parse_file(ROOT, rel)}
+        ours = {f.qualname: n for f, n in parse_file(copy, rel)}
+        assert set(ref) == set(ours)
+        for name, node in ours.items():
+            assert ast.unparse(node.args) == ast.unparse(ref[name].args)
+            assert ast.get_docstring(node) == ast.get_docstring(ref[name])
+            code = [s for s in node.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+            assert len(code) == 1 and isinstance(code[0], ast.Raise), f"{rel}:{name}"
+    text = (copy / "minibert/model.py").read_text()
+    assert "        # x: (B, T, C)\n" in text and "# returns: (B, T, C), (B, nh, T, T) or None" in text
+    assert "cpu_dropout" not in text  # the solution's other comments and code are gone
+    assert (copy / "tasks/run.py").read_text() == (ROOT / "tasks/run.py").read_text()  # unmarked: as it is
+
+
+def test_make_refuses_a_folder_in_use_and_one_inside_the_project(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "f").write_text("")
+    with pytest.raises(FileExistsError, match="not an empty folder"):
+        make(tmp_path / "x", ROOT)
+    with pytest.raises(ValueError, match="inside the project"):
+        make(ROOT / "runs" / "copy", ROOT)
+
+
+LOOP = """
+    import json, sys
+    from pathlib import Path
+    copy, ref, names = Path.cwd(), Path({ref!r}), {names!r}
+    sys.path.insert(0, str(copy))
+    from tasks.exercises.maker import restore
+    from tasks.exercises.markers import FILES
+    stubs = {{rel: (copy / rel).read_text() for rel in FILES}}
+
+    def grade_all():
+        for m in [m for m in sys.modules if m.split(".")[0] in ("minibert", "optim", "tasks")]:
+            del sys.modules[m]  # the files changed: import them again
+        from tasks.exercises.checks import CHECKS
+        from tasks.exercises.grading import grade
+        from tasks.exercises.markers import ROOT, find_exercises
+        assert ROOT == copy, ROOT
+        return {{e.name: grade(e, CHECKS[e.name], copy).status for e in find_exercises(copy)}}
+
+    report = {{"fresh": grade_all()}}
+    import tasks.multitask, tasks.classifier, tasks.predict, gan.train  # the copy imports
+    assert Path(tasks.multitask.__file__).parent.parent == copy
+    for name in names:
+        restore(copy, name, ref)
+        report[name] = grade_all()
+        for rel, text in stubs.items():
+            (copy / rel).write_text(text)
+    print(json.dumps(report))
+"""
+
+
+def test_fresh_copy_is_not_started_and_restoring_one_body_passes_exactly_that_exercise(copy):
+    out = run_in(copy, LOOP.format(ref=str(ROOT), names=NAMES))
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["fresh"] == {name: NOT_STARTED for name in NAMES}
+    for name in NAMES:
+        assert report[name] == {n: PASS if n == name else NOT_STARTED for n in NAMES}, name
+
+
+WRONG = {  # (exercise, reference line, wrong line, what the report must name)
+    "attention": ("scores = (q / math.sqrt(q.size(-1))) @ k.transpose(-2, -1)", "scores = q @ k.transpose(-2, -1)",
+                  "attention probabilities with padding (B, nh, T, T): max |error|"),
+    "adamw": ("bc1, bc2 = _bias_corrections(t, beta1, beta2, correct_bias)", "bc1, bc2 = 1.0, 1.0",
+              "weight after the coursework's 1000 AdamW steps (correct_bias=True): max |error|"),
+    "layer": ("x = self.attn_norm(x + self.drop(a))", "x = x + self.drop(self.attn_norm(a))",
+              "layer output (B, T, C) on MiniLM's layer 0: max |error|"),
+    "heads": ("return x.view(B, T, num_heads, C // num_heads).transpose(1, 2)",
+              "return x.view(B, num_heads, T, C // num_heads)", "split_heads(x, 3) (B, nh, T, hs): max |error|"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRONG))
+def test_a_wrong_body_is_a_cross_naming_the_tensor_max_error_and_tolerance(tmp_path, name):
+    dest = tmp_path / "copy"
+    make(dest, ROOT)
+    restore(dest, name, ROOT)
+    right, wrong, message = WRONG[name]
+    rel = next(e for e in EXERCISES if e.name == name).functions[0].file
+    text = (dest / rel).read_text()
+    assert right in text
+    (dest / rel).write_text(text.replace(right, wrong))
+    out = subprocess.run([sys.executable, "-m", "tasks.exercises", "check", name], cwd=dest, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert "✗" in out.stdout and message in out.stdout and "> tolerance" in out.stdout, out.stdout
+
+
+def test_check_in_a_copy_prints_the_table_and_rejects_an_unknown_name(copy):
+    out = subprocess.run([sys.executable, "-m", "tasks.exercises", "check", "gelu", "pcgrad"], cwd=copy,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert " 1  gelu" in out.stdout and "11  pcgrad" in out.stdout and "not started" in out.stdout
+    assert "0 of 2 passed" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "tasks.exercises", "check", "gleu"], cwd=copy, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "no exercise named gleu; the exercises are: gelu, layer_norm" in out.stderr
