@@ -170,3 +170,12 @@ def test_check_in_a_copy_prints_the_table_and_rejects_an_unknown_name(copy):
     out = subprocess.run([sys.executable, "-m", "tasks.exercises", "check", "gleu"], cwd=copy, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 2 and "no exercise named gleu; the exercises are: gelu, layer_norm" in out.stderr
+
+
+def test_list_names_every_function_with_its_task_and_hint(capsys):
+    from tasks.exercises.__main__ import main
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(" 1. gelu\n    minibert/functional.py:gelu: Exact GELU")
+    assert "    optim/adamw.py:_torch_single: torch's step" in out and "      hint: m.lerp_(g, 1 − β₁)" in out
+    assert f"\n{len(NAMES)}. {NAMES[-1]}\n" in out

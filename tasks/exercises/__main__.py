@@ -33,7 +33,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         fail(PROG, err)
     if args.command == "list":
         for n, e in enumerate(exercises, start=1):
-            print(f"{n:>2}. {e.name} ({e.where}): {e.task}" + (f"\n    hint: {e.hint}" if e.hint else ""))
+            print(f"{n:>2}. {e.name}")
+            for f in e.functions:
+                print(f"    {f.where}: {f.task}" + (f"\n      hint: {f.hint}" if f.hint else ""))
         return 0
     if args.command == "make":
         from .maker import make
