@@ -179,3 +179,12 @@ def test_list_names_every_function_with_its_task_and_hint(capsys):
     assert out.startswith(" 1. gelu\n    minibert/functional.py:gelu: Exact GELU")
     assert "    optim/adamw.py:_torch_single: torch's step" in out and "      hint: m.lerp_(g, 1 − β₁)" in out
     assert f"\n{len(NAMES)}. {NAMES[-1]}\n" in out
+
+
+def test_generate_in_a_copy_refuses_and_leaves_the_stored_tensors_as_they_were(copy):
+    stored = copy / "tasks/exercises/reference.safetensors"
+    before = stored.read_bytes()
+    out = subprocess.run([sys.executable, "-m", "tasks.exercises", "generate"], cwd=copy, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "generate only in the reference (file unchanged)" in out.stderr
+    assert stored.read_bytes() == before

@@ -1,4 +1,4 @@
-"""The reference tensors the checks compare against, stored in reference.safetensors (about 0.2 MB).
+"""The reference tensors the checks compare against, stored in reference.safetensors (0.4 MB).
 
 Made once from the reference implementation (`python -m tasks.exercises generate`, in the reference only) on
 the embedded all-MiniLM-L6-v2: two sentence pairs, the second padded, through the embeddings and layer 0
