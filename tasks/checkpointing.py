@@ -141,30 +141,26 @@ def save_state(path: Union[str, Path], state: Any) -> None:
 
 def load_state(path: Union[str, Path]) -> Any:
     """The state `save_state` wrote. No pickle: a file that is not safetensors is refused with its path."""
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{path} is not a minibert checkpoint (safetensors): {err}") from None
-    if "minibert_state" not in meta:
-        raise ValueError(f"{path} is a safetensors file without minibert's training state (no 'minibert_state')")
-    return _join(json.loads(meta["minibert_state"]), tensors)
+    return _read_state(path, with_tensors=True)
 
 
 def read_header(path: Union[str, Path]) -> Any:
     """The state `save_state` wrote with every tensor left out (None): its position, config and meta, read from
     the file's header alone, not its hundreds of MB of weights."""
+    return _read_state(path, with_tensors=False)
+
+
+def _read_state(path: Union[str, Path], with_tensors: bool) -> Any:
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()} if with_tensors else _NoTensors()
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{path} is not a minibert checkpoint (safetensors): {err}") from None
     if "minibert_state" not in meta:
         raise ValueError(f"{path} is a safetensors file without minibert's training state (no 'minibert_state')")
-    return _join(json.loads(meta["minibert_state"]), _NoTensors())
+    return _join(json.loads(meta["minibert_state"]), tensors)
 
 
 class _NoTensors(dict):

@@ -41,6 +41,15 @@ def _stored():
     return s, mask  # the stored tensors, and the additive mask (B, 1, 1, T)
 
 
+def _on_layer0_input(module, s, mask):
+    """(x, y, probs): `module` on the stored input of layer 0 with output_attentions, then the stored probe's
+    backward, so x.grad is the gradient the reference's was stored for."""
+    x = s["embeddings.out"].clone().requires_grad_(True)
+    y, probs = module(x, mask, True)
+    (y * s["probe"]).sum().backward()
+    return x, y, probs
+
+
 def check_embeddings():
     from minibert.model import Embeddings
     s, _ = _stored()
@@ -70,11 +79,9 @@ def check_self_attention():
     attn = minilm_part("layers.0.", model.Layer(minilm_config())).attn
     with patched(model, split_heads=lambda x, nh: split(x, nh), merge_heads=merge, attention=oracle_attention,
                  fast_attention=oracle_fast_attention):
-        x = s["embeddings.out"].clone().requires_grad_(True)
-        y, probs = attn(x, mask, True)
+        x, y, probs = _on_layer0_input(attn, s, mask)
         compare("self-attention output (B, T, C) on MiniLM's layer 0", y, s["self_attention.out"])
         compare("attention probabilities (B, nh, T, T) with output_attentions=True", probs, s["self_attention.probs"])
-        (y * s["probe"]).sum().backward()
         compare("gradient w.r.t. the input x", x.grad, s["self_attention.grad_x"])
         with torch.no_grad():
             y, _ = attn(x, mask, False)
@@ -94,11 +101,9 @@ def check_layer():
         return attn.out(merge(context)), probs
 
     with patched(attn, forward=oracle_self_attention):
-        x = s["embeddings.out"].clone().requires_grad_(True)
-        y, probs = layer(x, mask, True)
+        x, y, probs = _on_layer0_input(layer, s, mask)
         compare("layer output (B, T, C) on MiniLM's layer 0", y, s["layer.out"])
         compare("the attention probabilities the layer returns", probs, s["self_attention.probs"])
-        (y * s["probe"]).sum().backward()
         compare("gradient w.r.t. the layer's input x", x.grad, s["layer.grad_x"])
 
 
