@@ -18,7 +18,7 @@ then transformers first, ...) so that drift of the machine falls on both; the ro
   zero_grad. Both sides step with the same optimizer, torch.optim.AdamW(fused=True) — transformers.Trainer's
   default ("adamw_torch_fused") — so the ratio is the models'.
 - train_own_optim: the same, but minibert's side steps with minibert's own AdamW (optim.AdamW, the one
-  tasks/trainer.py uses) against transformers with torch's fused AdamW: what a user of each stack gets.
+  tasks/engine/trainer.py uses) against transformers with torch's fused AdamW: what a user of each stack gets.
 Page faults / run: the process's minor page faults during each side's timed runs, per run (minibert / transformers),
 from getrusage: pages touched for the first time since the allocator returned them to the OS. They are a real
 share of a CPU step (a fault costs about a microsecond), and they explained most of the gap between minibert and
@@ -29,7 +29,7 @@ storage until it is freed): activations, gradients and temporaries, above the re
 state; buffers that kernels allocate internally are not seen. Ratios are minibert / transformers: throughput
 above 1 means minibert is faster, memory below 1 means it needs less.
 
-Epoch mode. One epoch of the SST training file as tasks/trainer.py runs it (processor batches, collator,
+Epoch mode. One epoch of the SST training file as tasks/engine/trainer.py runs it (processor batches, collator,
 to_device, the sentiment loss on MultitaskBert, our AdamW, clipping, the schedule), once with the
 LengthBucketSampler that every processor uses and once with plain shuffled batches, the two runs' steps
 taken in turn; reports real tokens vs padded slots, the data path's own time (tokenise + collate, no model)
@@ -316,11 +316,11 @@ def check_same_function(pair, device) -> float:
 
 
 def maybe_compile(model, enabled: bool):
-    """minibert as `--compile` trains it: each encoder layer compiled in place (tasks.trainer.compile_layers), the
+    """minibert as `--compile` trains it: each encoder layer compiled in place (tasks.engine.trainer.compile_layers), the
     embeddings, the mask and the pooler eager, so the no-padding check still drops the mask."""
     if not enabled:
         return None
-    from tasks.trainer import compile_layers
+    from tasks.engine.devices import compile_layers
     if compile_layers(model):  # warns and returns False where torch.compile is unavailable
         return model
     print("--compile: torch.compile is unavailable here; timing eager minibert")
@@ -401,7 +401,7 @@ def epoch(args) -> List[dict]:
     from tasks.data import random_batches
     from tasks.model import MultitaskBert
     from tasks.processors import SentimentProcessor
-    from tasks.trainer import TrainConfig, Trainer
+    from tasks.engine import TrainConfig, Trainer
 
     class RandomBatches(SentimentProcessor):
         """The same processor with plain shuffled batches (no length bucketing): the baseline."""
@@ -454,7 +454,7 @@ def epoch(args) -> List[dict]:
                         "sentences/s": sentences / train_seconds, "real tokens/s": real / train_seconds})
     base = results[1]["train s"]
     print(f"\none epoch of SST train ({results[0]['sentences']} sentences, batch {args.batch_size}, max_length "
-          f"{args.max_length}) through tasks/trainer.py's training_step, {args.model or 'all-MiniLM-L6-v2'}, "
+          f"{args.max_length}) through tasks/engine/trainer.py's training_step, {args.model or 'all-MiniLM-L6-v2'}, "
           f"{device.type} {args.epoch_dtype}:\n")
     head = ["batching", "batches", "real tokens", "token slots", "padding %", "data path s", "train s",
             "sentences/s", "speed-up"]
@@ -481,7 +481,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="default: cpu, and cuda when available")
     p.add_argument("--cpu_dtypes", nargs="+", choices=tuple(DTYPES), default=["fp32"])
     p.add_argument("--cuda_dtypes", nargs="+", choices=tuple(DTYPES), default=["fp32", "bf16"],
-                   help="bf16 / fp16: autocast around the forward, fp32 weights (as tasks/trainer.py does)")
+                   help="bf16 / fp16: autocast around the forward, fp32 weights (as tasks/engine/trainer.py does)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per side and row (the median is reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tasks.checkpointing import atomic_write_text, read_jsonl, write_jsonl  # noqa: E402
+from tasks.engine.checkpointing import atomic_write_text, read_jsonl, write_jsonl  # noqa: E402
 from tasks.stats import mean_sd, paired_interval, verdict  # noqa: E402
 
 # name -> the flags that differ from the default run (docs/levers.md says what each one does)

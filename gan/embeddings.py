@@ -33,9 +33,9 @@ from gan.plots import plot_embeddings  # noqa: E402
 from gan.probe import fake_probe, fit_reference, pca, project  # noqa: E402
 from minibert import Tokenizer  # noqa: E402
 from tasks.data import SentenceCollator, get_task, subsample  # noqa: E402
-from tasks.processors import to_device  # noqa: E402
+from tasks.engine.devices import to_device  # noqa: E402
 from tasks.run import task_files  # noqa: E402
-from tasks.trainer import pick_device  # noqa: E402
+from tasks.engine.devices import pick_device  # noqa: E402
 
 PASSTHROUGH = "Any other flag goes to every run of gan/train.py (see python gan/train.py --help)."
 COLUMNS = ["task", "labeled_fraction", "seed", "dev_accuracy", "probe_real_dev", "probe_generated", "centroid_generated",

@@ -21,10 +21,10 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from tasks.checkpointing import load_state, save_state, write_jsonl
+from tasks.engine.checkpointing import load_state, save_state, write_jsonl
 from tasks.data import SentenceCollator, get_task, subsample
-from tasks.processors import to_device
-from tasks.trainer import TrainConfig
+from tasks.engine.devices import to_device
+from tasks.engine import TrainConfig
 
 from .data import IGNORE, labeled_split, unlabeled_subset
 from .model import EmbeddingGan, GanConfig

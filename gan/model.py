@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tasks.model import MultitaskBert
-from tasks.techniques.base import flag
+from tasks.engine.config import flag
 
 from .losses import VARIANTS, gan_losses
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from optim import AdamW, make_scheduler
-from tasks.param_groups import param_groups
+from tasks.engine.param_groups import param_groups
 
 from .model import GanConfig
 

@@ -8,7 +8,7 @@ Methods: plain (the encoder + D's classifier on the labelled rows only), ganbert
 `--labeled_fraction` of each class keeps its labels; `--unlabeled_fraction` of the rest joins unlabelled.
 Each run writes predictions/gan/{task}-{dev,test}-output.csv and, under --out_dir/{task}-{method},
 metrics.jsonl (per epoch: dev accuracy and every loss term; then the final scores), curves.png,
-best.safetensors and last.safetensors (for --resume). The loop is the shared one (tasks/trainer.py).
+best.safetensors and last.safetensors (for --resume). The loop is the shared one (tasks/engine/trainer.py).
 """
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from minibert import BertConfig, BertModel  # noqa: E402
 from tasks.data import get_task  # noqa: E402
 from tasks import techniques  # noqa: E402
-from tasks.checkpointing import load_state, write_jsonl  # noqa: E402
-from tasks.devices import pick_device  # noqa: E402
+from tasks.engine.checkpointing import load_state, write_jsonl  # noqa: E402
+from tasks.engine.devices import pick_device  # noqa: E402
 from tasks.run import (REPO, add_task_file_args, base_parser, load_pretrained, make_evaluator,  # noqa: E402
                        parse_with_config, resolved_flags, task_files)
 from tasks.run_lock import claim_out_dir  # noqa: E402
-from tasks.techniques.base import add_dataclass_args, dataclass_from_args  # noqa: E402
-from tasks.trainer import TrainConfig, seed_everything  # noqa: E402
+from tasks.engine.config import add_dataclass_args, dataclass_from_args  # noqa: E402
+from tasks.engine import TrainConfig, seed_everything  # noqa: E402
 
 import torch  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The shared training loop (tasks.trainer.Trainer) with two players: D + encoder, and G.
+"""The shared training loop (tasks/engine/trainer.py) with two players: D + encoder, and G.
 
 It overrides three hooks and nothing else:
 - configure_optimizers: D's AdamW (the discriminator at head_lr, the encoder at lr, BERT's schedule) and
@@ -8,7 +8,7 @@ It overrides three hooks and nothing else:
   loss never moves D or the encoder, however the two graphs share tensors. (GAN-BERT's reference code calls
   `g_loss.backward()` and `d_loss.backward()` on shared graphs, which leaks each loss into the other player's
   gradients.) Under DDP, autograd.grad bypasses DDP's hooks, so the step averages the gradients over the
-  ranks itself (tasks/distributed.py);
+  ranks itself (the Accelerator's average_gradients);
 - clip_gradients: each player's gradient clipped on its own.
 Epochs, evaluation, checkpoints (both optimizers and schedules included), `--resume` and metrics are the
 base loop's.
@@ -21,10 +21,8 @@ import torch
 import torch.nn as nn
 
 from optim import AdamW, make_scheduler
-from tasks.distributed import average_gradients
-from tasks.processors import to_device
-from tasks.param_groups import param_groups
-from tasks.trainer import Trainer
+from tasks.engine import Trainer
+from tasks.engine.param_groups import param_groups
 
 from .model import EmbeddingGan
 from .players import generator_optimizer, player_grads
@@ -75,14 +73,14 @@ class GanTrainer(Trainer):
         sums: Dict[str, float] = {}
         for name in names:  # one batch per step unless --tasks_per_step / --grad_accum ask for more
             with self.precision.autocast():
-                terms = self.model.losses(to_device(next(streams[name]), self.device))
+                terms = self.model.losses(self.accelerator.to_device(next(streams[name])))
             # both gradients before either update: an in-place step would invalidate the other graph
             player_grads(self.precision.scale(terms["d"] * scale),
                          self.precision.scale(terms["g"] * scale) if "g" in terms else None,
                          self.d_params, self.g_params)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
-        average_gradients(self.d_params + self.g_params, self.world_size)
+        self.accelerator.average_gradients(self.d_params + self.g_params)
         self.optimizer_step()
         return {k: v / len(names) for k, v in sums.items()}  # mean per batch, as the base loop reports
 

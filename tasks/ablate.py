@@ -47,7 +47,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from tasks import classifier  # noqa: E402
 from tasks.data import get_task  # noqa: E402
 from tasks import techniques  # noqa: E402
-from tasks.checkpointing import read_jsonl  # noqa: E402
+from tasks.engine.checkpointing import read_jsonl  # noqa: E402
 from tasks.phase_cache import cached_phases  # noqa: E402
 from tasks.stats import mean_sd, paired_interval, verdict  # noqa: E402
 from tasks.run import parse_with_config, resolved_flags, run, task_files  # noqa: E402

@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from tasks.cli import HelpFormatter  # noqa: E402
-from tasks.devices import pick_device  # noqa: E402
+from tasks.engine.devices import pick_device  # noqa: E402
 from tasks.inference import load_or_exit  # noqa: E402
 from tasks.model import POOLINGS  # noqa: E402
 

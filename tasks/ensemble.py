@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 
 from tasks.data import get_task  # noqa: E402
-from tasks.devices import pick_device  # noqa: E402
+from tasks.engine.devices import pick_device  # noqa: E402
 from tasks.inference import build_processor, dev_table, load_or_exit, model_tasks  # noqa: E402
 from tasks.metrics import format_table, overall_score  # noqa: E402
 from tasks.run import add_task_file_args, task_files  # noqa: E402

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Sequence, Tuple
 
-from .checkpointing import atomic_write_text
+from .engine.checkpointing import atomic_write_text
 from .techniques import REGISTRY
 from .techniques.phases import PhasesConfig
 

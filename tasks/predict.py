@@ -17,7 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from tasks.devices import pick_device  # noqa: E402
+from tasks.engine.devices import pick_device  # noqa: E402
 from tasks.inference import build_processor, dev_table, load_or_exit, model_tasks, predict_and_write  # noqa: E402
 from tasks.metrics import format_table  # noqa: E402
 from tasks.cli import Parser, configure_logging, fail  # noqa: E402

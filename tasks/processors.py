@@ -1,6 +1,6 @@
 """One small processor per dataset, all sharing one batching, prediction and scoring path.
 
-A processor owns a task's examples and says three things the shared training loop (`tasks.trainer`) needs:
+A processor owns a task's examples and says three things the shared training loop (`tasks.engine.trainer`) needs:
 how to batch its data, its loss on a batch, and how to turn model outputs into predictions. The loop
 itself knows nothing about sentiment or paraphrases.
 """
@@ -16,15 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from .engine.devices import to_device
 from .data import LengthBucketSampler, PairCollator, SentenceCollator, example_lengths, get_task, subsample
 from .losses import similarity_loss
 from .metrics import accuracy, pearson_r, write_predictions
 
 log = logging.getLogger(__name__)
-
-
-def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def _text_length(example) -> int:

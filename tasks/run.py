@@ -20,21 +20,21 @@ import torch
 from minibert import BertModel, Tokenizer
 
 from . import techniques
-from .checkpointing import atomic_write_text, load_state, read_jsonl, write_jsonl
+from .engine import TrainConfig, Trainer, seed_everything
+from .engine.checkpointing import atomic_write_text, load_state, read_jsonl, write_jsonl
+from .engine.config import add_dataclass_args, dataclass_from_args
+from .engine.devices import pick_device
+from .engine.distributed import init_distributed, leave_distributed
+from .engine.param_groups import reinit_top_layers
 from .cli import Parser, config_tokens, configure_logging, fail
 from .data import get_task, hold_out
-from .devices import pick_device
-from .distributed import init_distributed, leave_distributed
 from .inference import build_processor, dev_table, predict_and_write
-from .param_groups import reinit_top_layers
-from .run_lock import RESUMES, claim_out_dir
 from .metrics import format_table, overall_score
 from .model import POOLINGS, MultitaskBert
 from .para_augment import augment_processor
+from .run_lock import RESUMES, claim_out_dir
 from .saved_model import save_model_folder
-from .techniques.base import add_dataclass_args, dataclass_from_args
 from .techniques.phases import prepare_finetune, run_phases, save_encoder
-from .trainer import TrainConfig, Trainer, seed_everything
 
 REPO = Path(__file__).resolve().parent.parent
 SPLIT_FILES = {"train": "train", "dev": "dev", "test": "test-student"}
@@ -62,7 +62,7 @@ def base_parser(description: str, cli: str, **train_defaults) -> Parser:
     g.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False,
                    help="recompute each layer's activations in the backward pass: less memory, more time")
     g.add_argument("--reinit_layers", type=int, default=0,
-                   help="draw the top K encoder layers afresh before fine-tuning (tasks/param_groups.py)")
+                   help="draw the top K encoder layers afresh before fine-tuning (tasks/engine/param_groups.py)")
     g.add_argument("--head_dropout_samples", type=int, default=1,
                    help="multi-sample dropout: in training, each head's output is the mean over K dropout masks")
     g = parser.add_argument_group("data")
@@ -181,7 +181,7 @@ def train_and_predict(args, tasks: List[str], files: Dict[str, Dict[str, str]], 
         para_augment: str = "none", para_augment_cap: int = 20) -> Dict[str, float]:
     """Build the model and processors for `tasks`, run the phases, train, reload the best weights, write predictions.
 
-    Under `torchrun --nproc_per_node N` every process trains (tasks/distributed.py); rank 0 alone prints, predicts
+    Under `torchrun --nproc_per_node N` every process trains (tasks/engine/distributed.py); rank 0 alone prints, predicts
     and writes files, and the other ranks return {} after training.
     """
     started = time.time()

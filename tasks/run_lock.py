@@ -5,7 +5,7 @@ files that are the last writer's. `claim_out_dir` holds <out_dir>/run.lock for t
 lock (fcntl.flock) that the kernel drops when the process ends, however it ends, and in the file who holds
 it (pid, host, command, start time) for the refusal. A lock file left by a killed run is taken over, with a
 note saying whose it was. Holding the lock, the run removes what a killed write left (the temporary files of
-tasks/checkpointing.py's atomic writes: no other writer can be mid-write).
+tasks/engine/checkpointing.py's atomic writes: no other writer can be mid-write).
 
 With --resume it then compares the flags the checkpoint was written with to the new ones: a change to one
 that alters the training (--lr, --epochs, --seed, a technique's flag, ...) is refused, each named old → new,
@@ -26,9 +26,9 @@ import shlex
 import socket
 import sys
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
-from .checkpointing import flag_changes, read_header, read_jsonl, remove_stale_temp_files, write_jsonl
+from .engine.checkpointing import read_header, read_jsonl, remove_stale_temp_files, write_jsonl
 from .cli import fail
 
 try:
@@ -38,6 +38,38 @@ except ImportError:  # Windows: no flock; a lock file whose pid runs on this hos
 
 log = logging.getLogger(__name__)
 LOCK, RESUMES = "run.lock", "resumes.jsonl"
+
+
+# Flags a resumed run may change. The rest change what is trained (its data, model, schedule, seed, selection):
+# resuming with one of them changed gives a run that is neither the old one nor the new one.
+FREE_FLAGS = {"out_dir", "predictions_dir", "predict_test", "save_every", "resume", "allow_changed_flags", "config"}
+# where the computation runs, or how: the same training, its numbers no longer bit-identical (allowed, with a note)
+HOW_FLAGS = {"use_gpu", "compile", "gradient_checkpointing", "attn_implementation"}
+# where the data files are (a run folder moved to another machine): the same run if the files are the same
+PATH_FLAGS = {"data_dir"}
+
+
+def flag_kind(name: str) -> str:
+    """"free", "how", "path" or "training" (see above); --<task>_{dev,test}_out and the test file are outputs."""
+    if name in FREE_FLAGS or name.endswith(("_dev_out", "_test_out", "_test")):
+        return "free"
+    if name in HOW_FLAGS:
+        return "how"
+    if name in PATH_FLAGS or name.endswith(("_train", "_dev")):
+        return "path"
+    return "training"
+
+
+def flag_changes(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Dict[str, Tuple[Any, Any]]]:
+    """{kind: {flag: (old, new)}} for the flags whose values differ (flag_kind's kinds, "free" left out), compared
+    as JSON. A flag the checkpoint does not know (newer than it) is kind "unknown", with old None."""
+    new = json.loads(json.dumps(new, default=str))
+    changes: Dict[str, Dict[str, Tuple[Any, Any]]] = {}
+    for name, value in new.items():
+        kind = flag_kind(name) if name in old or flag_kind(name) == "free" else "unknown"
+        if kind != "free" and old.get(name) != value:
+            changes.setdefault(kind, {})[name] = (old.get(name), value)
+    return changes
 
 
 def _holder(text: str) -> dict:

@@ -7,7 +7,7 @@ import torch
 
 from minibert import BertModel
 from tasks import classifier, multitask
-from tasks.checkpointing import load_state
+from tasks.engine.checkpointing import load_state
 
 HEADERS = {"sst": "Predicted_Sentiment", "cfimdb": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase",
            "sts": "Predicted_Similarity"}

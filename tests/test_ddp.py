@@ -18,7 +18,7 @@ from minibert import BertModel, tiny_config
 from tasks.model import MultitaskBert
 from tasks.processors import PROCESSORS
 from tasks.techniques.pcgrad import PCGradConfig, PCGradTechnique
-from tasks.trainer import TrainConfig, Trainer
+from tasks.engine import TrainConfig, Trainer
 
 B, T, BATCHES = 4, 10, 4
 
@@ -93,7 +93,7 @@ def _worker(rank, world_size, port, out_dir, pcgrad):
     torch.set_num_threads(1)
     try:
         model, trainer = _train(False, out_dir, pcgrad)
-        assert trainer.steps_per_epoch == 3 and trainer.ddp is not None
+        assert trainer.steps_per_epoch == 3 and trainer.accelerator.ddp is not None
         torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         if dist.is_initialized():

@@ -12,7 +12,7 @@ from gan import (EmbeddingGan, GanBert, GanConfig, GanTrainer, MaskedSentenceCol
 from gan.players import player_grads
 from minibert import BertModel, tiny_config
 from tasks.data import SentenceExample
-from tasks.trainer import TrainConfig
+from tasks.engine import TrainConfig
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

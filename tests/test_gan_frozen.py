@@ -13,7 +13,7 @@ from gan.trainer import GanTrainer
 from test_gan import _FixedBatch  # noqa: E402  (tests/ is on the path)
 from minibert import BertModel, Tokenizer, tiny_config
 from tasks.data import SentenceExample
-from tasks.trainer import TrainConfig
+from tasks.engine import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tasks.param_groups import layer_lr_scales
+from tasks.engine.param_groups import layer_lr_scales
 from tasks.losses import mnrl_loss, rdrop_consistency, symmetric_kl
 from tasks.model import cosine_to_unit, multi_sample_dropout
 from tasks.techniques.mnrl import shared_question_mask

@@ -12,7 +12,7 @@ from minibert import BertModel, Tokenizer, tiny_config
 from optim import is_no_decay
 from tasks import classifier, multitask
 from tasks.data import PairExample
-from tasks.param_groups import reinit_top_layers
+from tasks.engine.param_groups import reinit_top_layers
 from tasks.losses import mnrl_loss, rdrop_consistency, similarity_loss
 from tasks.model import MultitaskBert
 from tasks.processors import PROCESSORS, ParaphraseProcessor
@@ -20,7 +20,8 @@ from tasks.techniques import REGISTRY
 from tasks.techniques.adversarial import adversarial_processors
 from tasks.techniques.mnrl import MNRLConfig, MNRLProcessor
 from tasks.techniques.rdrop import RDropProcessor
-from tasks.trainer import TrainConfig, Trainer, param_groups
+from tasks.engine import TrainConfig, Trainer
+from tasks.engine.param_groups import param_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FILES = {"sst": "ids-sst", "para": "quora", "sts": "sts"}

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from tasks import multitask
-from tasks.checkpointing import atomic_write_text, load_state, save_state
-from tasks.devices import Precision, autocast_dtype, pick_device
-from tasks.trainer import TrainConfig, Trainer
+from tasks.engine.checkpointing import atomic_write_text, load_state, save_state
+from tasks.engine.devices import Precision, autocast_dtype, pick_device
+from tasks.engine import TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -112,7 +112,7 @@ def test_writes_are_atomic_a_failed_write_leaves_the_old_file(tmp_path):
         Path(tmp).write_bytes(b"half a file")
         raise Boom
 
-    from tasks import checkpointing
+    from tasks.engine import checkpointing
     with pytest.raises(Boom):
         checkpointing.atomic_write(path, half_write)
     assert load_state(path)["step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]
@@ -131,7 +131,7 @@ import os, signal, sys
 sys.path.insert(0, {repo!r})
 import torch
 torch.set_num_threads(1)
-from tasks import trainer as loop
+from tasks.engine import trainer as loop
 save = loop.Trainer.save_checkpoint
 def save_then_die(self):
     save(self)

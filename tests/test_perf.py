@@ -154,7 +154,7 @@ def test_epoch_mode_smoke(tiny_checkpoint, tiny_data, capsys):
 
 def _one_step(model, compile_flag, tmp_path, monkeypatch=None):
     from tasks.model import MultitaskBert
-    from tasks.trainer import TrainConfig, Trainer
+    from tasks.engine import TrainConfig, Trainer
 
     class Proc:
         def num_batches(self):
@@ -176,9 +176,9 @@ def _one_step(model, compile_flag, tmp_path, monkeypatch=None):
 
 
 def test_compile_flag_compiles_the_layers_and_trains_the_same(tmp_path, monkeypatch):
-    from tasks import trainer as trainer_module
-    real = trainer_module.compile_layers
-    monkeypatch.setattr(trainer_module, "compile_layers", lambda model: real(model, backend="eager"))  # fast: no codegen
+    from tasks.engine import accelerator
+    real = accelerator.compile_layers
+    monkeypatch.setattr(accelerator, "compile_layers", lambda model: real(model, backend="eager"))  # fast: no codegen
     cfg = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)
     eager = _one_step(BertModel(cfg), False, tmp_path / "eager")
@@ -191,7 +191,7 @@ def test_compile_flag_compiles_the_layers_and_trains_the_same(tmp_path, monkeypa
 
 
 def test_compile_flag_falls_back_with_a_message_where_unavailable(tmp_path, monkeypatch):
-    from tasks import devices
+    from tasks.engine import devices
     monkeypatch.setattr(devices.shutil, "which", lambda name: None)  # no C++ compiler for inductor on the CPU
     with pytest.warns(UserWarning, match="--compile: torch.compile is unavailable here.*C\\+\\+ compiler"):
         model = _one_step(BertModel(tiny_config()), True, tmp_path)

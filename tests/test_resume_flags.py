@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tasks import multitask
-from tasks.checkpointing import flag_changes, load_state, read_header, save_state
+from tasks.engine.checkpointing import load_state, read_header, save_state
+from tasks.run_lock import flag_changes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tasks import multitask
-from tasks.checkpointing import remove_stale_temp_files
+from tasks.engine.checkpointing import remove_stale_temp_files
 from tasks.cli import UserError
 from tasks.run_lock import LOCK, claim_out_dir, run_lock
 

@@ -7,7 +7,7 @@ import torch
 
 from minibert import BertModel, Tokenizer
 from tasks import classifier, multitask
-from tasks.checkpointing import load_state
+from tasks.engine.checkpointing import load_state
 from tasks.techniques.contrastive import balanced_sizes
 from tasks.data import load_sentiment, subsample
 

@@ -7,13 +7,13 @@ import torch
 from minibert import BertModel, Tokenizer
 from tasks.model import MultitaskBert
 from tasks.processors import PROCESSORS
-from tasks.checkpointing import load_state
+from tasks.engine.checkpointing import load_state
 from tasks.run import make_evaluator
-from tasks.sampling import task_schedule
+from tasks.engine.sampling import task_schedule
 from tasks.techniques.child_tuning import ChildTuningConfig, ChildTuningTechnique
 from tasks.techniques.ema import EMAConfig, EMATechnique
 from tasks.techniques.pcgrad import PCGradConfig, PCGradTechnique
-from tasks.trainer import TrainConfig, Trainer
+from tasks.engine import TrainConfig, Trainer
 
 
 def _callbacks(model, seed=11711, pcgrad=False, child_tuning="none", child_tuning_p=0.3, ema_decay=0.0):
@@ -188,9 +188,9 @@ def test_pcgrad_metrics_by_hand_then_reset():
     callback._count(["a", "b"], torch.tensor([[1.0, -0.2], [-0.2, 1.0]]))  # a conflict of cosine −0.2
     callback._count(["b", "a"], torch.tensor([[1.0, 0.4], [0.4, 1.0]]))  # the same pair, either order, no conflict
     callback._count(["a"], torch.tensor([[1.0]]))  # a step with one task: nothing to project
-    assert callback.metrics(None) == {"pcgrad": {"steps_by_tasks": {"1": 1, "2": 2}, "pairs": {"a/b": {
+    assert callback.on_evaluate(None) == {"pcgrad": {"steps_by_tasks": {"1": 1, "2": 2}, "pairs": {"a/b": {
         "steps": 2, "conflicting": 0.5, "mean_cosine": 0.1, "mean_conflicting_cosine": -0.2}}}}
-    assert callback.metrics(None) == {"pcgrad": {"steps_by_tasks": {}, "pairs": {}}}  # counted since the last call
+    assert callback.on_evaluate(None) == {"pcgrad": {"steps_by_tasks": {}, "pairs": {}}}  # counted since the last call
 
 
 def test_loss_weight_scales_a_tasks_gradient_and_the_reported_loss_stays_unweighted(tmp_path):
@@ -269,7 +269,7 @@ def test_child_tuning_f_masks_the_clipped_gradient_at_the_update(tiny_checkpoint
     """The step's update sees g̃ = clip(g) ⊙ M / p: a trainer that never applies -F, or masks before clipping,
     fails here (the gradients are recorded at clipping time and at the optimizer's step)."""
     from optim import AdamW
-    from tasks import trainer as loop
+    from tasks.engine import trainer as loop
     model, procs = _setup(tiny_checkpoint, tiny_data, ("sst",), n=8, batch_size=8)
     p, seen = 0.3, {}
     real_clip, real_step = loop.torch.nn.utils.clip_grad_norm_, AdamW.step

@@ -165,8 +165,8 @@ def check_pcgrad():
 
 
 def check_trainer_step():
-    from tasks.devices import Precision
-    from tasks.trainer import Trainer
+    from tasks.engine.devices import Precision
+    from tasks.engine import Trainer
     from optim.adamw import AdamW
     events = []
 
@@ -185,13 +185,13 @@ def check_trainer_step():
         def update(self):
             events.append("update")
 
-        def after_backward(self, trainer):
-            events.append("after_backward")
+        def on_before_update(self, trainer):
+            events.append("on_before_update")
             events.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]).norm().item())
             trainer.model[0].bias.grad.zero_()  # as a gradient mask would
 
-        def after_step(self, trainer):
-            events.append("after_step")
+        def on_after_update(self, trainer):
+            events.append("on_after_update")
 
     def setup():
         torch.manual_seed(0)
@@ -212,10 +212,10 @@ def check_trainer_step():
     twin_opt.step()
     twin_sched.step()
     order = [e for e in events if isinstance(e, str)]
-    expect(order == ["unscale_", "after_backward", "step", "update", "after_step"],
-           f"the calls were {order}, expected unscale_, (clip), after_backward, step, update, after_step")
+    expect(order == ["unscale_", "on_before_update", "step", "update", "on_after_update"],
+           f"the calls were {order}, expected unscale_, (clip), on_before_update, step, update, on_after_update")
     seen = next(e for e in events if isinstance(e, float))
-    expect(seen <= 0.5 + 1e-9, f"after_backward saw a gradient norm of {seen:.3g}: clip to max_grad_norm 0.5 first")
+    expect(seen <= 0.5 + 1e-9, f"on_before_update saw a gradient norm of {seen:.3g}: clip to max_grad_norm 0.5 first")
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         compare(f"parameter {name} after the step", p.detach(), q.detach(), atol=1e-12, rtol=0)
         expect(p.grad is None, f"{name}.grad is still set after the step: zero_grad(set_to_none=True)")

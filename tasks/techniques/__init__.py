@@ -1,23 +1,27 @@
 """The fine-tuning techniques, one module each, and the one registry the CLIs are built from.
 
-    pcgrad.py        PCGrad gradient surgery between tasks          a callback: backward
-    child_tuning.py  Child-Tuning-F / -D gradient masks             a callback: on_fit_start, after_backward
-    ema.py           a moving average of the weights                a callback: after_step, eval_model
-    checkpoint_average.py  the mean of the last K evaluations' weights   a callback: eval_model
+    pcgrad.py        PCGrad gradient surgery between tasks          a callback: combine_losses, on_evaluate
+    child_tuning.py  Child-Tuning-F / -D gradient masks             a callback: on_fit_start, on_before_update
+    ema.py           a moving average of the weights                a callback: on_after_update, evaluated_model
+    checkpoint_average.py  the mean of the last K evaluations' weights   a callback: evaluated_model
     adversarial.py   contrastive adversarial training (CAT)         wraps the processors' loss
     rdrop.py         R-Drop: two dropout passes, symmetric KL       wraps the processors' loss
     mnrl.py          in-batch negatives on Quora's duplicates       wraps the paraphrase processor (batches, loss)
     phases.py        DAE → contrastive → fine-tune (dae.py, contrastive.py are its phases)   runs before fine-tuning
 
-Each declares its flags once (its `Config` dataclass). `tasks/run.py` adds the flags of the techniques a CLI
-offers (`Technique.clis`), `tasks/ablate.py` takes its arms (`Technique.arms`), `gan/train.py` its flags.
+Each declares itself once (base.py: its `Config` dataclass of flags, the CLIs that offer it, its ablation arms,
+the techniques it excludes). `tasks/run.py` adds the flags of the techniques a CLI offers and checks them here
+(`conflicts`), `tasks/ablate.py` and `benchmarks/levers.py` take the arms, `gan/train.py` the flags.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, List
 
+from ..engine.callbacks import Callback
+from ..engine.config import add_dataclass_args
 from .adversarial import AdversarialTechnique
-from .base import Callback, Technique, add_dataclass_args
+from .base import Technique
 from .checkpoint_average import CheckpointAverageTechnique
 from .child_tuning import ChildTuningTechnique
 from .ema import EMATechnique
@@ -43,8 +47,23 @@ def add_technique_args(parser, cli: str) -> None:
 
 
 def conflicts(args) -> List[str]:
-    """What the parsed flags ask for that cannot run together (each technique's own check)."""
-    return [msg for msg in (t.conflict(args) for t in REGISTRY.values()) if msg]
+    """What the parsed flags ask for that cannot run: a technique's flags out of range or not fitting the run's
+    tasks (its Config's and its own check), then the pairs of switched-on techniques that one of them excludes.
+    A technique whose flags this CLI does not have is left out."""
+    problems, on = [], set()
+    for t in REGISTRY.values():
+        if not all(hasattr(args, f.name) for f in dataclasses.fields(t.Config)):
+            continue
+        try:
+            cfg = t.config(args)
+        except ValueError as err:
+            problems.append(str(err))
+            continue
+        problems += [p for p in [t.check(cfg, getattr(args, "tasks", None) or ())] if p]
+        if t.enabled(cfg):
+            on.add(t.name)
+    return problems + [why for t in REGISTRY.values() if t.name in on
+                       for other, why in t.excludes.items() if other in on]
 
 
 def callbacks(args, model, cli: str, seed: int) -> List[Callback]:

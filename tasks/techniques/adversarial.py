@@ -28,7 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..losses import cat_loss, info_nce
-from .base import Technique, flag
+from ..engine.config import flag
+from .base import Technique
 
 
 @dataclass(frozen=True)
@@ -177,13 +178,15 @@ class AdversarialTechnique(Technique):
     def wrap_processors(self, cfg: AdversarialConfig, model, processors):
         return adversarial_processors(cfg, model, processors)
 
-    def conflict(self, args) -> Optional[str]:
-        if getattr(args, "adv_tasks", "") and not getattr(args, "adversarial", False):
+    def enabled(self, cfg: AdversarialConfig) -> bool:
+        return cfg.adversarial
+
+    def check(self, cfg: AdversarialConfig, tasks) -> Optional[str]:
+        if cfg.adv_tasks and not cfg.adversarial:
             return "--adv_tasks names the tasks of --adversarial: add --adversarial"
-        tasks = getattr(args, "tasks", None)
-        if tasks and getattr(args, "adversarial", False):
+        if tasks and cfg.adversarial:
             try:
-                adversarial_tasks(args, list(tasks))
+                adversarial_tasks(cfg, list(tasks))
             except ValueError as e:
                 return str(e)
         return None

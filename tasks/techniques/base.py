@@ -1,59 +1,26 @@
-"""What a technique is to the training loop: a Callback with a few named hooks, and its flags in one place.
+"""What a technique is: a registry entry that declares itself as data and attaches in up to three ways.
 
-The loop (tasks/trainer.py) calls, in order, for every callback it was given:
+As data: its flags (`Config`, a frozen dataclass: each field one --flag, declared nowhere else), the CLIs
+that offer it, its ablation arms, and the techniques it cannot run with (`excludes`). How it attaches, each
+a method that does nothing unless the technique overrides it:
 
-    on_fit_start(trainer)              once, before the first step (Child-Tuning-D's Fisher pass)
-    backward(trainer, losses) -> bool  the step's per-task losses; True if it did the backward itself
-                                       (PCGrad: one backward per task, then the projection)
-    after_backward(trainer)            after clipping, before the update (Child-Tuning's gradient masks)
-    after_step(trainer)                after the update (EMA's moving average)
-    eval_model(trainer)                the weights to evaluate and keep instead of trainer.model, or None (EMA)
-    state_dict() / load_state_dict()   what a checkpoint must hold for --resume to continue exactly
+    wrap_processors(cfg, model, processors)  change a task's data or loss (CAT, R-Drop, MNRL)
+    callback(cfg, model, seed)               hook the training loop (PCGrad, Child-Tuning, EMA, the checkpoint
+                                             average): a Callback, whose hooks tasks/engine/callbacks.py lists
+    the phases (DAE, contrastive)            train the encoder before fine-tuning (phases.py)
 
-A technique that changes the data or the loss rather than the step wraps the processors instead
-(`Technique.wrap_processors`: contrastive adversarial training), and the phases run before fine-tuning
-(tasks/techniques/phases.py). Each technique's flags are the fields of one frozen dataclass (`Config`),
-from which the CLIs generate argparse; nothing else declares them.
+Adding a technique is its module and one line in tasks/techniques/__init__.py's REGISTRY (docs/techniques.md
+works an example through).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import typing
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-
-class Callback:
-    """Every hook does nothing by default; a technique overrides the ones it needs."""
-
-    combines_task_losses = False  # True: the loop keeps each task's loss graph for `backward` (PCGrad)
-
-    def on_fit_start(self, trainer) -> None:
-        pass
-
-    def backward(self, trainer, losses: Dict[str, torch.Tensor]) -> bool:
-        return False
-
-    def after_backward(self, trainer) -> None:
-        pass
-
-    def after_step(self, trainer) -> None:
-        pass
-
-    def eval_model(self, trainer) -> Optional[torch.nn.Module]:
-        return None
-
-    def metrics(self, trainer) -> dict:
-        """What the technique adds to each evaluation's record in metrics.jsonl (called once per evaluation)."""
-        return {}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
+from ..engine.callbacks import Callback
+from ..engine.config import dataclass_from_args
 
 
 class Technique:
@@ -64,9 +31,18 @@ class Technique:
     Config: type = None            # a frozen dataclass; each field is a --flag
     clis: Tuple[str, ...] = ("multitask", "classifier", "gan")  # the CLIs that offer it
     arms: Dict[str, Tuple[Sequence[str], str]] = {}  # ablation arm -> (its flags, what it is)
+    excludes: Dict[str, str] = {}  # a technique it cannot run with -> the error saying why
 
     def config(self, args: argparse.Namespace):
         return dataclass_from_args(self.Config, args)
+
+    def enabled(self, cfg) -> bool:
+        """Whether these flags switch the technique on (the default: any flag away from its default)."""
+        return cfg != self.Config()
+
+    def check(self, cfg, tasks: Sequence[str]) -> Optional[str]:
+        """Why its flags cannot train these tasks, or None: checked when parsing."""
+        return None
 
     def callback(self, cfg, model: torch.nn.Module, seed: int = 0) -> Optional[Callback]:
         """The loop's hooks for this technique, or None when its flags leave it off."""
@@ -74,10 +50,6 @@ class Technique:
 
     def wrap_processors(self, cfg, model: torch.nn.Module, processors: Dict[str, object]) -> Dict[str, object]:
         return processors
-
-    def conflict(self, args: argparse.Namespace) -> Optional[str]:
-        """Why the parsed flags cannot run together with this technique, or None: checked when parsing."""
-        return None
 
 
 class ProcessorWrapper:
@@ -107,37 +79,3 @@ class ProcessorWrapper:
 
     def loss(self, model, batch) -> torch.Tensor:
         return self.base.loss(model, batch)
-
-
-# ---- flags from dataclasses ----------------------------------------------------------------------------------
-
-def add_dataclass_args(parser, cls, **defaults) -> None:
-    """One --flag per dataclass field, typed from its annotation; `defaults` override the dataclass's.
-    A field's help is its `metadata["help"]`; choices, type and metavar come from the metadata too, and
-    `metadata["unset"]` says what a None default means (shown as the default only while it is None)."""
-    hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        default = defaults.get(field.name, field.default)
-        kind, meta = hints[field.name], dict(field.metadata)
-        extra = {"help": meta.get("help")}
-        if default is None and "unset" in meta:
-            extra["help"] += f" (default: {meta['unset']})"
-        if "metavar" in meta:
-            extra["metavar"] = meta["metavar"]
-        if kind is bool:
-            parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=default, **extra)
-            continue
-        if typing.get_origin(kind) is typing.Union:  # Optional[X]
-            kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        if "choices" in meta:
-            extra["choices"] = meta["choices"]
-        parser.add_argument(f"--{field.name}", type=meta.get("type", kind), default=default, **extra)
-
-
-def dataclass_from_args(cls, args: argparse.Namespace):
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
-
-
-def flag(default, help: str, **metadata):
-    """A dataclass field that is also a documented command-line flag (metadata: choices, type, metavar, unset)."""
-    return dataclasses.field(default=default, metadata={"help": help, **metadata})

@@ -17,7 +17,9 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from .base import Callback, Technique, flag
+from ..engine.callbacks import Callback
+from ..engine.config import flag
+from .base import Technique
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,7 @@ class CheckpointAverageCallback(Callback):
         self.snapshots: List[Dict[str, torch.Tensor]] = []
         self._loaded_at: Optional[int] = None
 
-    def on_fit_start(self, trainer) -> None:  # the CLIs refuse this when parsing (conflict below)
-        others = [type(c).__name__ for c in trainer.callbacks
-                  if c is not self and type(c).eval_model is not Callback.eval_model]
-        if others:
-            raise ValueError(f"--average_evaluations does not combine with another averaging of the weights "
-                             f"({', '.join(others)}: --ema_decay)")
-
-    def eval_model(self, trainer) -> torch.nn.Module:
+    def evaluated_model(self, trainer) -> torch.nn.Module:
         """Called at every evaluation (and again when the best is saved): a new step adds a snapshot."""
         if not self.steps or self.steps[-1] != trainer.global_step:
             self.steps.append(trainer.global_step)
@@ -82,10 +77,10 @@ class CheckpointAverageTechnique(Technique):
     Config = CheckpointAverageConfig
     arms = {"average2": (("--average_evaluations", "2"), "mean of the weights at the last 2 evaluations")}
 
-    def conflict(self, args) -> Optional[str]:
-        if getattr(args, "average_evaluations", 0) > 1 and getattr(args, "ema_decay", 0) > 0:
-            return "--average_evaluations does not combine with --ema_decay: both choose the weights to evaluate"
-        return None
+    excludes = {"ema": "--average_evaluations does not combine with --ema_decay: both choose the weights to evaluate"}
+
+    def enabled(self, cfg: CheckpointAverageConfig) -> bool:
+        return cfg.average_evaluations > 1
 
     def callback(self, cfg: CheckpointAverageConfig, model, seed: int = 0) -> Optional[Callback]:
         return CheckpointAverageCallback(model, cfg.average_evaluations) if cfg.average_evaluations > 1 else None

@@ -16,8 +16,10 @@ import torch
 
 from optim import make_child_tuning
 
-from ..sampling import TaskStream, task_schedule
-from .base import Callback, Technique, flag
+from ..engine.sampling import TaskStream, task_schedule
+from ..engine.callbacks import Callback
+from ..engine.config import flag
+from .base import Technique
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class ChildTuningCallback(Callback):
                                        max_grad_norm=cfg.child_tuning_fisher_clip or None) \
             if cfg.child_tuning == "D" else make_child_tuning("F", cfg.child_tuning_p, generator=generator)
 
-    def after_backward(self, trainer) -> None:
+    def on_before_update(self, trainer) -> None:
         self.child.apply(trainer.model)  # after clipping: the reference masks inside its optimizer's step
 
     def state_dict(self) -> dict:
@@ -72,6 +74,9 @@ class ChildTuningTechnique(Technique):
     clis = ("multitask", "classifier")
     arms = {"child_f": (("--child_tuning", "F"), "Child-Tuning-F"),
             "child_d": (("--child_tuning", "D"), "Child-Tuning-D")}
+
+    def enabled(self, cfg: ChildTuningConfig) -> bool:
+        return cfg.child_tuning != "none"
 
     def callback(self, cfg: ChildTuningConfig, model, seed: int = 0) -> Optional[Callback]:
         return ChildTuningCallback(cfg, seed) if cfg.child_tuning != "none" else None

@@ -11,7 +11,9 @@ from typing import Optional
 
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .base import Callback, Technique, flag
+from ..engine.callbacks import Callback
+from ..engine.config import flag
+from .base import Technique
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,10 @@ class EMACallback(Callback):
     def __init__(self, model, decay: float):
         self.average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
 
-    def after_step(self, trainer) -> None:
+    def on_after_update(self, trainer) -> None:
         self.average.update_parameters(trainer.model)
 
-    def eval_model(self, trainer):
+    def evaluated_model(self, trainer):
         return self.average.module
 
     def state_dict(self) -> dict:
@@ -43,6 +45,9 @@ class EMACallback(Callback):
 class EMATechnique(Technique):
     name, summary, Config = "ema", "a moving average of the weights", EMAConfig
     arms = {"ema": (("--ema_decay", "0.995"), "moving average of the weights (d = 0.995)")}
+
+    def enabled(self, cfg: EMAConfig) -> bool:
+        return cfg.ema_decay > 0
 
     def callback(self, cfg: EMAConfig, model, seed: int = 0) -> Optional[Callback]:
         return EMACallback(model, cfg.ema_decay) if cfg.ema_decay > 0 else None

@@ -22,7 +22,8 @@ import torch
 
 from ..losses import mnrl_loss
 from ..para_augment import normalize_question
-from .base import ProcessorWrapper, Technique, flag
+from ..engine.config import flag
+from .base import ProcessorWrapper, Technique
 
 KEYS = ("input_ids", "token_type_ids", "attention_mask")
 
@@ -89,6 +90,9 @@ class MNRLProcessor(ProcessorWrapper):
 class MNRLTechnique(Technique):
     name, summary, Config = "mnrl", "in-batch negatives on Quora's duplicate pairs (MNRL)", MNRLConfig
     clis = ("multitask",)  # Quora: the classifier CLI (and so the ablation runner) has no paraphrase task
+
+    def enabled(self, cfg: MNRLConfig) -> bool:
+        return cfg.para_mnrl_weight != 0
 
     def wrap_processors(self, cfg: MNRLConfig, model, processors: Dict[str, object]) -> Dict[str, object]:
         if cfg.para_mnrl_weight == 0:

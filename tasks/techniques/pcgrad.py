@@ -19,8 +19,10 @@ import torch.distributed as dist
 from optim import PCGrad
 from optim.pcgrad import pairwise_cosines, pcgrad as pcgrad_direction
 
-from ..param_groups import encoder_parameters
-from .base import Callback, Technique, flag
+from ..engine.param_groups import encoder_parameters
+from ..engine.callbacks import Callback
+from ..engine.config import flag
+from .base import Technique
 
 
 @dataclass(frozen=True)
@@ -29,15 +31,13 @@ class PCGradConfig:
 
 
 class PCGradCallback(Callback):
-    combines_task_losses = True
-
     def __init__(self, shared: List[torch.nn.Parameter], seed: int):
         self.shared, self.generator = shared, torch.Generator().manual_seed(seed)
         self.steps_by_tasks: Dict[str, int] = {}  # since the last evaluation: "k" -> steps that held k tasks
         # "a/b" -> [steps they shared, conflicting ones, Σ cosine, Σ of its negative part]
         self.pairs: Dict[str, list] = {}
 
-    def backward(self, trainer, losses: Dict[str, torch.Tensor]) -> bool:
+    def combine_losses(self, trainer, losses: Dict[str, torch.Tensor]) -> None:
         if trainer.world_size > 1:
             cosines = self._distributed(trainer, list(losses.values()))
         else:  # one backward per task, then the projection; heads get their summed gradients
@@ -45,7 +45,6 @@ class PCGradCallback(Callback):
             pc.backward(list(losses.values()))
             cosines = pc.last_cosines
         self._count(list(losses), cosines)
-        return True
 
     def _count(self, names: List[str], cosines: torch.Tensor) -> None:
         k = str(len(names))
@@ -57,7 +56,7 @@ class PCGradCallback(Callback):
             n, bad, total, negative = entry
             entry[:] = [n + 1, bad + (c < 0), total + c, negative + min(c, 0.0)]
 
-    def metrics(self, trainer) -> dict:
+    def on_evaluate(self, trainer) -> dict:
         """What the surgery met since the last evaluation (then reset): steps by their number of distinct tasks,
         and per pair of tasks the steps they shared, the share that conflicted, the mean cosine, and the mean
         cosine of the conflicting steps (what a projection removes: |cos| of the projected gradient's norm)."""
@@ -107,6 +106,9 @@ class PCGradTechnique(Technique):
     name, summary, Config = "pcgrad", "PCGrad gradient surgery between tasks", PCGradConfig
     clis = ("multitask", "classifier")
     arms = {"pcgrad": (("--pcgrad",), "PCGrad")}
+
+    def enabled(self, cfg: PCGradConfig) -> bool:
+        return cfg.pcgrad
 
     def callback(self, cfg: PCGradConfig, model, seed: int = 0):
         if not cfg.pcgrad:

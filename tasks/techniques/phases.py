@@ -28,11 +28,13 @@ import torch
 
 from minibert import resolve_model_dir
 
+from ..engine import Trainer, flag
+from ..engine.checkpointing import load_state
+from ..engine.devices import to_device
+from ..model import MultitaskBert
+from .base import Technique
 from .contrastive import LOSSES, ContrastiveProcessor, freeze_encoder, reference_head
 from .dae import DenoisingAutoencoder, DenoisingProcessor, masked_lm_around
-from ..checkpointing import load_state
-from ..processors import to_device
-from .base import Technique, flag
 
 PHASES = ("dae", "contrastive", "finetune")
 
@@ -115,13 +117,12 @@ def build_phase(phase: str, args, model, processors: Dict[str, object], tokenize
                                     init_from_encoder=args.dae_decoder_init == "encoder",
                                     tie_encoder_decoder=args.dae_tie_encoder_decoder), proc
     if phase == "contrastive":
-        from ..model import MultitaskBert  # an encoder with pooling and no heads
         proc = ContrastiveProcessor(_labelled(processors, "train"), tokenizer, args.contrastive_loss,
                                     args.contrastive_temperature, args.imbalance_correction, args.imbalance_min_ratio,
                                     args.imbalance_max_ratio, args.stopword_p, args.batch_size, args.max_length, seed,
                                     _labelled(selection, "dev")[:dev_n], augmentation=args.contrastive_augmentation,
                                     balance_pairs=args.contrastive_balance_pairs)
-        return MultitaskBert(model.bert, tasks=(), pooling=model.pooling), proc
+        return MultitaskBert(model.bert, tasks=(), pooling=model.pooling), proc  # an encoder with pooling, no heads
     raise ValueError(f"unknown phase {phase!r}")
 
 
@@ -155,7 +156,6 @@ def run_phases(args, model, processors: Dict[str, object], tokenizer, config,
                selection: Optional[Dict[str, object]] = None) -> Dict[str, float]:
     """Train model.bert in place through each phase before fine-tuning. Returns {"<phase>_dev_loss": best}, each
     read on `selection`'s dev split (the fine-tuning's selection rows; default: dev)."""
-    from ..trainer import Trainer  # (the trainer imports the techniques' base: a top-level import would be circular)
     results = {}
     phases = [p for p in getattr(args, "phases", ("finetune",)) if p != "finetune"]
     frozen = [p for p in model.bert.parameters() if not p.requires_grad]  # --option pretrain freezes for the last phase only

@@ -14,18 +14,23 @@ Cost: a second forward and backward of every batch, about twice the step time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 
 from ..losses import rdrop_consistency
-from .base import ProcessorWrapper, Technique, flag
+from ..engine.config import flag
+from .base import ProcessorWrapper, Technique
 
 
 @dataclass(frozen=True)
 class RDropConfig:
     rdrop_alpha: float = flag(0.0, "R-Drop: each batch twice (two dropout masks), the task loss of both plus α · "
                                    "the symmetric KL between the two predictions (MSE for STS); 0: off")
+
+    def __post_init__(self):
+        if self.rdrop_alpha < 0:
+            raise ValueError(f"--rdrop_alpha must be >= 0, got {self.rdrop_alpha}")
 
 
 def rdrop_loss(task_1: torch.Tensor, task_2: torch.Tensor, consistency: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -60,13 +65,10 @@ class RDropTechnique(Technique):
     clis = ("multitask", "classifier")
     arms = {"rdrop": (("--rdrop_alpha", "1.0"), "R-Drop (α = 1)")}
 
-    def conflict(self, args) -> Optional[str]:
-        alpha = getattr(args, "rdrop_alpha", 0.0)
-        if alpha < 0:
-            return f"--rdrop_alpha must be >= 0, got {alpha}"
-        if alpha > 0 and getattr(args, "adversarial", False):
-            return "--rdrop_alpha does not combine with --adversarial: both replace the task loss"
-        return None
+    excludes = {"adversarial": "--rdrop_alpha does not combine with --adversarial: both replace the task loss"}
+
+    def enabled(self, cfg: RDropConfig) -> bool:
+        return cfg.rdrop_alpha > 0
 
     def wrap_processors(self, cfg: RDropConfig, model, processors: Dict[str, object]) -> Dict[str, object]:
         if cfg.rdrop_alpha == 0:

@@ -1,7 +1,7 @@
 """Several processes: `torchrun --nproc_per_node N tasks/multitask.py ...` (gloo on the CPU, nccl on GPUs).
 
 Every rank follows the same task schedule, and of each task's shuffled batches rank r takes batches r, r + N,
-r + 2N, ... (tasks/sampling.py), so an epoch has 1/N as many steps, each on N batches per task at once;
+r + 2N, ... (tasks/engine/sampling.py), so an epoch has 1/N as many steps, each on N batches per task at once;
 gradients are averaged over the ranks, so the step is the one a single process would take on the N batches
 combined. Rank 0 alone evaluates, prints, shows progress and writes files.
 """

@@ -10,6 +10,11 @@ from typing import Optional
 import torch
 
 
+def to_device(batch: dict, device) -> dict:
+    """A batch's tensors on the device (its other values as they are)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def pick_device(use_gpu: bool) -> torch.device:
     """--use_gpu: CUDA, else Apple's MPS, else the CPU with a warning."""
     if use_gpu and torch.cuda.is_available():

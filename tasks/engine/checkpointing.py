@@ -9,7 +9,7 @@ tensors, and JSON reads plain values (a crafted pickle payload is refused as "no
 Every write goes to a temporary file in the same folder, then `os.replace`: a kill during a save leaves the
 previous file whole, never a truncated one, and its temporary file, which `remove_stale_temp_files` removes
 when the next run takes the folder (tasks/run_lock.py). `read_header` reads a checkpoint's position and meta
-without its tensors, and `flag_changes` says which of a resumed run's flags would change its training.
+without its tensors.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Union
 
 import numpy as np
 import torch
@@ -166,38 +166,6 @@ def _read_state(path: Union[str, Path], with_tensors: bool) -> Any:
 class _NoTensors(dict):
     def __missing__(self, key):
         return None
-
-
-# Flags a resumed run may change. The rest change what is trained (its data, model, schedule, seed, selection):
-# resuming with one of them changed gives a run that is neither the old one nor the new one.
-FREE_FLAGS = {"out_dir", "predictions_dir", "predict_test", "save_every", "resume", "allow_changed_flags", "config"}
-# where the computation runs, or how: the same training, its numbers no longer bit-identical (allowed, with a note)
-HOW_FLAGS = {"use_gpu", "compile", "gradient_checkpointing", "attn_implementation"}
-# where the data files are (a run folder moved to another machine): the same run if the files are the same
-PATH_FLAGS = {"data_dir"}
-
-
-def flag_kind(name: str) -> str:
-    """"free", "how", "path" or "training" (see above); --<task>_{dev,test}_out and the test file are outputs."""
-    if name in FREE_FLAGS or name.endswith(("_dev_out", "_test_out", "_test")):
-        return "free"
-    if name in HOW_FLAGS:
-        return "how"
-    if name in PATH_FLAGS or name.endswith(("_train", "_dev")):
-        return "path"
-    return "training"
-
-
-def flag_changes(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Dict[str, Tuple[Any, Any]]]:
-    """{kind: {flag: (old, new)}} for the flags whose values differ (flag_kind's kinds, "free" left out), compared
-    as JSON. A flag the checkpoint does not know (newer than it) is kind "unknown", with old None."""
-    new = json.loads(json.dumps(new, default=str))
-    changes: Dict[str, Dict[str, Tuple[Any, Any]]] = {}
-    for name, value in new.items():
-        kind = flag_kind(name) if name in old or flag_kind(name) == "free" else "unknown"
-        if kind != "free" and old.get(name) != value:
-            changes.setdefault(kind, {})[name] = (old.get(name), value)
-    return changes
 
 
 def rng_state() -> dict:

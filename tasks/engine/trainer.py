@@ -1,0 +1,274 @@
+"""The one training loop, shared by every CLI (multitask, classifier, the phases, the GAN).
+
+It is model-agnostic, in the manner of minGPT's Trainer: it is given a model, a dict of "processors"
+(anything with `num_batches()`, `batches(epoch)` and `loss(model, batch)`, see tasks/processors.py), an
+`evaluate(model) -> {"score": ..., ...}` function, and the techniques' callbacks (callbacks.py lists their
+hooks). Where it runs (device, precision, compile, processes) is the Accelerator's business, not the loop's.
+
+An epoch is a schedule of batches, one task per batch (sampling.py); consecutive batches are grouped into
+steps of `tasks_per_step` (default: as many batches as there are tasks, which under proportional sampling may
+hold a task twice and another not at all), whose losses are summed, and `grad_accum` steps' gradients are
+averaged into one optimizer step. A subclass may override three methods (GanTrainer: one per player):
+
+    configure_optimizers()          the optimizers and schedules
+    training_step(micro, streams)   forward + backward of one optimizer step's batches, then optimizer_step()
+    clip_gradients()                before the callbacks' on_before_update
+
+Around them the loop evaluates (every epoch, or every `eval_every` steps), keeps the best weights, stops early
+after `patience` evaluations without a gain, and writes a checkpoint (checkpointing.py) that `--resume`
+continues from the exact batch: data order, RNG states, schedules and every callback's state.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from optim import AdamW, make_scheduler
+
+from .accelerator import Accelerator
+from .callbacks import role_players
+from .checkpointing import load_state, rng_state, save_state, set_rng_state, write_jsonl
+from .config import TrainConfig
+from .param_groups import param_groups
+from .sampling import TaskStream, task_schedule
+
+
+def loss_weight(processor) -> float:
+    """The processor's `loss_weight`, 1 if it has none: tasks' losses live on different scales (STS's MSE on the
+    0–1 scale is ~0.03 where cross-entropy is ~1), and a summed step follows the largest."""
+    return getattr(processor, "loss_weight", 1.0)
+
+
+class Trainer:
+    synchronises_through_ddp = True  # False: the subclass averages its gradients itself (GanTrainer)
+
+    def __init__(self, model: torch.nn.Module, processors: Dict[str, object], config: TrainConfig,
+                 evaluate: Callable[[torch.nn.Module], Dict[str, float]], callbacks: Sequence = (),
+                 checkpoint_meta: Optional[dict] = None, show_progress: bool = True):
+        self.processors, self.config, self.evaluate = dict(processors), config, evaluate
+        self.meta = checkpoint_meta or {}
+        self.callbacks = [c for c in callbacks if c is not None]
+        self.roles = role_players(self.callbacks)  # refuses two callbacks in one role
+        self.accelerator = acc = Accelerator(config.use_gpu, config.mixed_precision, config.compile)
+        self.model = acc.prepare(model, self._loss, self.synchronises_through_ddp)
+        self.device, self.precision, self.world_size = acc.device, acc.precision, acc.world_size
+        self.show_progress = show_progress and acc.is_main
+        self.out_dir = Path(config.out_dir)
+        schedule = task_schedule(self.num_batches(), config.task_sampling, config.tasks_per_step, 0, config.epochs,
+                                 config.seed)
+        self.steps_per_epoch = -(-len(schedule) // config.grad_accum)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.optimizers, self.schedulers = self.configure_optimizers()
+        self.optimizer, self.scheduler = self.optimizers[0], self.schedulers[0]
+        # where training stands; all of it goes into the checkpoint
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.history: List[dict] = []
+        self.best_score, self.evals_without_gain = -math.inf, 0
+        self._running: Dict[str, dict] = {"sums": {}, "counts": {}}  # since the last evaluation (+ "seconds")
+        self._taken: Dict[str, int] = {}  # each task's batches trained on in this epoch
+        self._restored_rng: Optional[dict] = None
+
+    def num_batches(self) -> Dict[str, int]:
+        """Each task's batches per epoch in this process (under DDP, its share: every world_size-th batch)."""
+        return {n: self.accelerator.shard(p.num_batches()) for n, p in self.processors.items()}
+
+    # ---- the step ---------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        """([optimizers], [schedules]): our AdamW over param_groups, warmup then the chosen decay."""
+        cfg = self.config
+        groups = param_groups(self.model, cfg.lr, cfg.head_lr, cfg.weight_decay, cfg.layer_lr_decay)
+        optimizer = AdamW(groups, lr=cfg.lr)
+        return [optimizer], [make_scheduler(optimizer, cfg.schedule, int(cfg.warmup_ratio * self.total_steps),
+                                            self.total_steps)]
+
+    def _loss(self, name: str, batch) -> torch.Tensor:
+        processor = self.processors[name]
+        return loss_weight(processor) * processor.loss(self.model, batch)
+
+    def task_loss(self, name: str, batch) -> torch.Tensor:
+        """The task's weighted loss on one batch in this process, in float32 (Child-Tuning-D's Fisher pass)."""
+        return self.accelerator.loss(self._loss, name, batch, local=True)
+
+    def training_step(self, micro: List[List[str]], streams: Dict[str, TaskStream]) -> Dict[str, float]:
+        """One optimizer step over `micro` (grad_accum lists of task names, one batch each). Returns each task's
+        mean batch loss, unweighted (divided by its `loss_weight`), so curves compare across weightings."""
+        combiner = self.roles["combine_losses"]
+        scale = 1.0 / len(micro)  # grad_accum: the mean over the accumulated steps
+        losses: Dict[str, torch.Tensor] = {}  # per task: the sum over its batches in this step
+        flat = [name for names in micro for name in names]
+        for i, name in enumerate(flat):
+            # under DDP, gradients are averaged over the ranks once per step, in the step's last backward
+            sync = combiner is None and i == len(flat) - 1
+            loss = self.accelerator.loss(self._loss, name, next(streams[name]), sync)
+            if len(micro) > 1:
+                loss = loss * scale
+            if combiner is None:
+                self.precision.scale(loss).backward()  # summed over the step's batches by accumulating gradients
+                loss = loss.detach()
+            losses[name] = losses[name] + loss if name in losses else loss
+        if combiner is not None:
+            combiner.combine_losses(self, {n: self.precision.scale(v) for n, v in losses.items()})
+        self.optimizer_step()
+        return {name: loss.item() / scale / flat.count(name) / loss_weight(self.processors[name])
+                for name, loss in losses.items()}
+
+    def clip_gradients(self) -> None:
+        if self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+
+    # exercise: trainer_step — Unscale, clip, on_before_update, step each optimizer + schedule, zero grads, on_after_update
+    def optimizer_step(self) -> None:
+        """Clip, let the callbacks mask the gradients, update every optimizer and schedule, then on_after_update."""
+        for optimizer in self.optimizers:
+            self.precision.unscale_(optimizer)
+        self.clip_gradients()
+        for c in self.callbacks:
+            c.on_before_update(self)
+        for optimizer, scheduler in zip(self.optimizers, self.schedulers):
+            self.precision.step(optimizer)
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        self.precision.update()
+        for c in self.callbacks:
+            c.on_after_update(self)
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that are evaluated and kept as the best: a callback's (EMA's average), else the model."""
+        player = self.roles["evaluated_model"]
+        return player.evaluated_model(self) if player is not None else self.model
+
+    # ---- checkpoints ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
+                "schedulers": [s.state_dict() for s in self.schedulers],
+                "callbacks": [c.state_dict() for c in self.callbacks], "rng": rng_state(),
+                "position": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+                             "taken": self._taken, "running": self._running},
+                "history": self.history, "best_score": self.best_score, "evals_without_gain": self.evals_without_gain,
+                "config": dataclasses.asdict(self.config), "meta": self.meta}
+
+    def save_checkpoint(self) -> None:
+        if self.accelerator.is_main:
+            save_state(self.out_dir / "last.safetensors", self.state_dict())
+
+    def save_best(self, scores: Dict[str, float]) -> None:
+        save_state(self.out_dir / "best.safetensors",
+                   {"model": self.eval_model.state_dict(), "meta": self.meta, "config": dataclasses.asdict(self.config),
+                    "epoch": self.epoch + 1, "step": self.global_step, "scores": scores})
+
+    def resume(self) -> None:
+        path = self.out_dir / "last.safetensors"
+        if not path.is_file():
+            print(f"--resume: no checkpoint at {path}; starting from scratch")
+            return
+        state = load_state(path)
+        self.model.load_state_dict(state["model"])
+        for obj, saved in zip(self.optimizers + self.schedulers + self.callbacks,
+                              state["optimizers"] + state["schedulers"] + state["callbacks"]):
+            obj.load_state_dict(saved)
+        pos = state["position"]
+        self.epoch, self.step_in_epoch, self.global_step = pos["epoch"], pos["step_in_epoch"], pos["global_step"]
+        self._taken, self._running = pos["taken"], pos["running"]
+        self.history, self.best_score = state["history"], state["best_score"]
+        self.evals_without_gain = state["evals_without_gain"]
+        self._restored_rng = state["rng"]  # set once the streams have replayed their batches
+        if self.accelerator.is_main:
+            print(f"resumed from {path} at epoch {self.epoch + 1}, step {self.step_in_epoch} of {self.steps_per_epoch}")
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+    def _streams(self) -> Dict[str, TaskStream]:
+        """This epoch's batch streams; after --resume, each first skips the batches already trained on."""
+        acc = self.accelerator
+        streams = {n: TaskStream(p, self.epoch, acc.rank, acc.world_size) for n, p in self.processors.items()}
+        if self._restored_rng is not None:
+            for name, stream in streams.items():
+                stream.skip(self._taken.get(name, 0))
+            set_rng_state(self._restored_rng)
+            acc.reseed_after_resume(self.config.seed, self.global_step)
+            self._restored_rng = None
+        return streams
+
+    def _record_step(self, losses: Dict[str, float], seconds: float) -> Dict[str, str]:
+        """Adds a step's losses to the running means; returns them for the progress bar."""
+        sums, counts = self._running["sums"], self._running["counts"]
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value
+            counts[name] = counts.get(name, 0) + 1
+        self._running["seconds"] = self._running.get("seconds", 0.0) + seconds
+        return {n: f"{sums[n] / counts[n]:.3f}" for n in sums}
+
+    def _next_epoch(self) -> None:
+        self.epoch, self.step_in_epoch, self._taken = self.epoch + 1, 0, {}
+
+    def _evaluate(self, started: float, epoch_done: bool) -> bool:
+        """Score dev, record it, keep the best, write metrics and the checkpoint. True: patience ran out."""
+        acc, sums, counts = self.accelerator, self._running["sums"], self._running["counts"]
+        train_loss = acc.mean({n: sums[n] / counts[n] for n in sums})
+        scores = acc.broadcast(self.evaluate(self.eval_model) if acc.is_main else None)
+        self.model.train()  # whatever mode the evaluation left it in: training goes on
+        record = {"epoch": self.epoch + 1, "step": self.global_step, "train_loss": train_loss, "dev": scores,
+                  "lr": self.scheduler.get_last_lr()[0], "train_seconds": round(self._running.get("seconds", 0.0), 1),
+                  "seconds": round(time.time() - started, 1)}
+        for c in self.callbacks:
+            record.update(c.on_evaluate(self))
+        self.history.append(record)
+        self._running = {"sums": {}, "counts": {}}
+        improved = scores["score"] > self.best_score
+        self.best_score = max(self.best_score, scores["score"])
+        self.evals_without_gain = 0 if improved else self.evals_without_gain + 1
+        if acc.is_main and improved:
+            self.save_best(scores)
+        if epoch_done:  # the checkpoint written now starts the next epoch
+            self._next_epoch()
+        if acc.is_main:
+            write_jsonl(self.out_dir / "metrics.jsonl", self.history)
+            self.save_checkpoint()
+        if self.show_progress:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, (int, float)))
+            print(f"epoch {record['epoch']}, step {self.global_step}: dev {shown} ({record['seconds']:.0f} s)",
+                  flush=True)
+        acc.barrier()  # the files are written before any rank reads them
+        return 0 < self.config.patience <= self.evals_without_gain
+
+    def fit(self) -> List[dict]:
+        cfg = self.config
+        if self.accelerator.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator.seed(cfg.seed)
+        for c in self.callbacks:
+            c.on_fit_start(self)
+        if cfg.resume:
+            self.resume()
+        stop, sizes, started = False, self.num_batches(), time.time()
+        while self.epoch < cfg.epochs and not stop:
+            self.model.train()
+            steps = task_schedule(sizes, cfg.task_sampling, cfg.tasks_per_step, self.epoch, cfg.epochs, cfg.seed)
+            streams = self._streams()
+            bar = tqdm(range(self.step_in_epoch, self.steps_per_epoch), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                       initial=self.step_in_epoch, total=self.steps_per_epoch, disable=not self.show_progress,
+                       mininterval=2.0, dynamic_ncols=True)
+            for step in bar:
+                tick = time.time()
+                losses = self.training_step(steps[step * cfg.grad_accum:(step + 1) * cfg.grad_accum], streams)
+                self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
+                self._taken = {n: s.taken for n, s in streams.items()}
+                bar.set_postfix(self._record_step(losses, time.time() - tick), refresh=False)
+                last = step + 1 == self.steps_per_epoch
+                if self.global_step == self.total_steps or (
+                        cfg.eval_every and self.global_step % cfg.eval_every == 0) or (last and not cfg.eval_every):
+                    stop, started = self._evaluate(started, epoch_done=last), time.time()
+                    if stop:
+                        break
+                elif cfg.save_every and self.global_step % cfg.save_every == 0:
+                    self.save_checkpoint()
+            bar.close()
+            if self.step_in_epoch == self.steps_per_epoch:  # ended without an evaluation (--eval_every)
+                self._next_epoch()
+        return self.history
