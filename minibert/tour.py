@@ -13,6 +13,7 @@ by hand to split their sum into parts. The attention maps drawn are the model's 
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import json
 import math
@@ -57,26 +58,37 @@ def size(x: torch.Tensor) -> float:
 
 # ---- loading: a checkpoint, or a fine-tuned multitask folder with its heads --------------------------------
 def load(name_or_path=None):
-    """(encoder, tokenizer, MultitaskBert or None, its "minibert_heads" block). tasks/ is imported only here,
-    and only for a fine-tuned folder, so that minibert never needs it."""
+    """(encoder, tokenizer, the fine-tuned model or None, its "minibert_heads" block). A fine-tuned folder names
+    the class that rebuilds its heads ("class": "module:Class"); minibert imports it by that name only, so the
+    core never depends on the application above it."""
     folder = resolve_model_dir(name_or_path)
     tok = Tokenizer.from_pretrained(folder)
     heads = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("minibert_heads")
     if not heads:
         return BertModel.from_pretrained(folder), tok, None, {}
-    try:
-        from tasks.model import MultitaskBert
-    except ImportError:
-        MultitaskBert = None
-    if hasattr(MultitaskBert, "from_pretrained"):
-        multitask = MultitaskBert.from_pretrained(folder).eval()
+    cls = _heads_class(heads.get("class"))
+    if cls is not None:
+        multitask = cls.from_pretrained(folder).eval()
         return multitask.bert, tok, multitask, heads
-    print(f"note: {folder} has task heads, but tasks.model.MultitaskBert.from_pretrained is missing: the encoder only")
+    print(f"note: {folder} has task heads, but no class that rebuilds them could be imported "
+          f"({heads.get('class') or 'the folder names none: re-save it with a newer minibert'}): the encoder only")
     state, source = read_state_dict(folder)
     ours, unexpected = hf_to_minibert({k: v for k, v in state.items() if not k.startswith("heads.")})
     encoder = BertModel(BertConfig.from_json_file(folder / "config.json"))
     _check_and_load(encoder, ours, unexpected, source)
     return encoder.eval(), tok, None, heads
+
+
+def _heads_class(spec: Optional[str]):
+    """The class a folder names as "module:Class", or None where it cannot be imported or cannot load a folder."""
+    if not spec or ":" not in spec:
+        return None
+    module, _, name = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+    return cls if hasattr(cls, "from_pretrained") else None
 
 
 def run_hooked(model: BertModel, enc) -> tuple:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import PairCollator, PairExample, SentenceCollator, SentenceExample
+from .saved_model import load_model_folder, save_model_folder
 
 POOLINGS = ("mean", "cls", "pooler")
 PARA_HEADS = ("cross", "siamese", "cross+siamese")
@@ -179,12 +180,10 @@ class MultitaskBert(nn.Module):
     def from_pretrained(cls, name_or_path=None, allow_no_heads: bool = False, **config_overrides) -> "MultitaskBert":
         """Encoder, heads and tokenizer from a folder written by `save_pretrained`. A plain encoder checkpoint
         (no trained heads) is refused unless `allow_no_heads`, which gives a head-less model for `encode`."""
-        from .saved_model import load_model_folder
-        return load_model_folder(name_or_path, allow_no_heads=allow_no_heads, **config_overrides)
+        return load_model_folder(cls, name_or_path, allow_no_heads=allow_no_heads, **config_overrides)
 
     def save_pretrained(self, folder, tokenizer=None, card: Optional[dict] = None):
         """Write the folder `from_pretrained` and `transformers.BertModel.from_pretrained` read."""
-        from .saved_model import save_model_folder
         return save_model_folder(self, tokenizer or self.tokenizer, folder, card or {})
 
     # ---- shared encoding ---------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import shlex
 import shutil
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import torch
 
@@ -31,9 +31,11 @@ from minibert.checkpoint import CheckpointError, _check_and_load, hf_to_minibert
 from minibert.config import BertConfig
 from minibert.hub import EMBEDDED_NAME, resolve_model_dir
 
-from .checkpointing import usual_mode
+from .engine.checkpointing import usual_mode
 from .data import get_task
-from .model import MultitaskBert
+
+if TYPE_CHECKING:  # the model class is passed in (MultitaskBert.from_pretrained): no import circle with model.py
+    from .model import MultitaskBert
 
 HEADS_KEY = "minibert_heads"
 HEAD_PREFIX = "heads."
@@ -55,8 +57,10 @@ class NoHeadsError(CheckpointError):
 # ----------------------------------------------------------------------------- saving
 
 def heads_block(model: MultitaskBert) -> dict:
-    """The config.json block that rebuilds the heads: `head_config()` plus the label names of each task."""
-    return {**model.head_config(), "labels": {t: LABEL_NAMES[t] for t in model.tasks}}
+    """The config.json block that rebuilds the heads: `head_config()`, the label names of each task, and the
+    class that reads it back ("module:Class", how minibert's tour finds it without importing tasks/ by name)."""
+    return {**model.head_config(), "labels": {t: LABEL_NAMES[t] for t in model.tasks},
+            "class": f"{type(model).__module__}:{type(model).__qualname__}"}
 
 
 def save_model_folder(model: MultitaskBert, tokenizer: Tokenizer, folder, card: Optional[dict] = None) -> Path:
@@ -267,9 +271,9 @@ def _st_pooling(pooling: str) -> str:
 
 # ----------------------------------------------------------------------------- loading
 
-def load_model_folder(name_or_path=None, allow_no_heads: bool = False, **config_overrides) -> MultitaskBert:
-    """MultitaskBert (encoder, heads, tokenizer) from a saved folder, or a head-less one from a plain encoder
-    checkpoint when `allow_no_heads` (for `encode`); in eval mode."""
+def load_model_folder(cls, name_or_path=None, allow_no_heads: bool = False, **config_overrides) -> MultitaskBert:
+    """A `cls` (MultitaskBert: encoder, heads, tokenizer) from a saved folder, or a head-less one from a plain
+    encoder checkpoint when `allow_no_heads` (for `encode`); in eval mode."""
     folder = resolve_model_dir(name_or_path)
     config_path = folder / "config.json"
     config = BertConfig.from_json_file(config_path, **config_overrides)
@@ -285,11 +289,11 @@ def load_model_folder(name_or_path=None, allow_no_heads: bool = False, **config_
                 "its predictions would be random. Fine-tune it first (python tasks/multitask.py) and pass the model "
                 "folder that run writes; only encoding (tasks/embed.py, model.encode) works on a plain encoder.")
         block = {"tasks": []}
-    if not isinstance(block, dict) or not set(_BUILD_ARGS) >= set(block) - {"labels"}:
+    if not isinstance(block, dict) or not set(_BUILD_ARGS) >= set(block) - {"labels", "class"}:
         raise CheckpointError(f"{config_path}: '{HEADS_KEY}' must be an object with keys among {list(_BUILD_ARGS)} "
                               f"and 'labels', got {block!r}")
     try:
-        model = MultitaskBert(BertModel(config), **{k: v for k, v in block.items() if k != "labels"},
+        model = cls(BertModel(config), **{k: v for k, v in block.items() if k not in ("labels", "class")},
                               tokenizer=Tokenizer.from_pretrained(folder))
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{config_path}: the '{HEADS_KEY}' block does not build a model: {err}") from None

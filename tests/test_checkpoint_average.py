@@ -4,11 +4,11 @@ continues it exactly."""
 import pytest
 import torch
 
-from tasks.checkpointing import load_state
+from tasks.engine.checkpointing import load_state
 from tasks.techniques.checkpoint_average import (CheckpointAverageConfig, CheckpointAverageTechnique,
                                                  average_state)
 from tasks.techniques.ema import EMAConfig, EMATechnique
-from tasks.trainer import TrainConfig, Trainer
+from tasks.engine import TrainConfig, Trainer
 
 
 def test_average_state_is_the_hand_computed_mean_and_keeps_integer_buffers_from_the_last():
@@ -92,8 +92,8 @@ def test_resume_continues_the_average_exactly(tmp_path):
 
 def test_it_does_not_combine_with_ema(tmp_path, capsys):
     ema = EMATechnique().callback(EMAConfig(0.9), _Toy())
-    with pytest.raises(ValueError, match="ema_decay"):
-        _fit(tmp_path, k=2, extra=(ema,))
+    with pytest.raises(ValueError, match="CheckpointAverageCallback and EMACallback both define evaluated_model"):
+        _fit(tmp_path, k=2, extra=(ema,))  # the Trainer: two callbacks in one role
     from tasks import multitask
     with pytest.raises(SystemExit):  # the CLI says so when parsing, before any phase or step
         multitask.parse_args(["--average_evaluations", "2", "--ema_decay", "0.9"])
@@ -102,7 +102,7 @@ def test_it_does_not_combine_with_ema(tmp_path, capsys):
 
 def test_the_cli_keeps_and_saves_the_averaged_weights(tiny_checkpoint, tiny_data, tmp_path):
     from tasks import multitask
-    from tasks.saved_model import load_model_folder
+    from tasks.model import MultitaskBert
     out = tmp_path / "run"
     multitask.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--epochs", "2", "--batch_size", "8",
                     "--out_dir", str(out), "--predictions_dir", str(tmp_path / "pred"), "--average_evaluations", "2"])
@@ -114,7 +114,7 @@ def test_the_cli_keeps_and_saves_the_averaged_weights(tiny_checkpoint, tiny_data
     assert any(not torch.equal(v, state["snapshots"][-1][k]) for k, v in expected.items())  # the mean moved
     for name, value in best["model"].items():
         assert torch.allclose(value, expected[name], atol=1e-6), name
-    saved = load_model_folder(out / "model").state_dict()
+    saved = MultitaskBert.from_pretrained(out / "model").state_dict()
     assert set(saved) <= set(expected)
     for name, value in saved.items():  # the model folder holds the kept (averaged) weights
         assert torch.allclose(value, expected[name], atol=1e-6), name

@@ -49,7 +49,8 @@ def test_folder_round_trips_encoder_heads_and_tokenizer(saved):
     assert config["hidden_size"] == 32 and config["architectures"] == ["BertModel"]
     assert config[HEADS_KEY] == {**model.head_config(), "labels": {
         "sst": ["very negative", "negative", "neutral", "positive", "very positive"],
-        "para": ["not a paraphrase", "paraphrase"], "sts": "similarity from 0 (unrelated) to 5 (same meaning), a float"}}
+        "para": ["not a paraphrase", "paraphrase"], "sts": "similarity from 0 (unrelated) to 5 (same meaning), a float"},
+        "class": "tasks.model:MultitaskBert"}  # what rebuilds it, named for readers that do not import tasks/
     loaded = MultitaskBert.from_pretrained(folder)
     assert not loaded.training and loaded.head_config() == model.head_config()
     expected = model.state_dict()

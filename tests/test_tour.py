@@ -132,7 +132,8 @@ def fine_tuned(tiny_checkpoint, tmp_path):
     shutil.copytree(tiny_checkpoint, folder)
     config = json.loads((folder / "config.json").read_text())
     config["minibert_heads"] = dict(tasks=["sst", "para", "sts"], num_labels=5, pooling="mean", para_head="cross",
-                                    sts_head="cosine", max_length=128, label_names={"sst": list("abcde")})
+                                    sts_head="cosine", max_length=128, label_names={"sst": list("abcde")},
+                                    **{"class": "tasks.model:MultitaskBert"})
     (folder / "config.json").write_text(json.dumps(config))
     multitask = MultitaskBert(BertModel.from_pretrained(tiny_checkpoint), tasks=("sst", "para", "sts")).eval()
     state = load_file(str(folder / "model.safetensors"))
@@ -148,6 +149,15 @@ def test_fine_tuned_folder_without_the_loader_tours_the_encoder_with_a_note(fine
     result, text = run(model=str(folder), sentences=[A, B], out=None)
     assert text.startswith("note: ") and "encoder only" in text and "Task heads" not in text
     assert result["drawn"] == {} and result["attentions"].shape[:2] == (2, 4)
+
+
+def test_a_folder_that_names_no_class_for_its_heads_tours_the_encoder_with_a_note(fine_tuned):
+    folder, _ = fine_tuned  # as folders saved before the heads block named its class
+    config = json.loads((folder / "config.json").read_text())
+    del config["minibert_heads"]["class"]
+    (folder / "config.json").write_text(json.dumps(config))
+    _, text = run(model=str(folder), sentences=[A, B], out=None)
+    assert text.startswith("note: ") and "names none: re-save it" in text and "Task heads" not in text
 
 
 def test_fine_tuned_folder_prints_each_heads_prediction(fine_tuned, monkeypatch):
