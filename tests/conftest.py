@@ -7,6 +7,11 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny tensors: one intra-op thread is fastest, and does not spin against other work on a shared CPU (two
+# threads spinning against a busy core: the suite took 425 s of CPU beside a training run, 181 s with one
+# thread). The CLI tests' subprocesses too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 # Several shapes, so that parity is not an accident of one config.
 RANDOM_CONFIGS = {
@@ -22,22 +27,11 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and does not spin against other work on a shared CPU.
-    A module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def hf_bert_config(**values):
     """A transformers.BertConfig with dropout on by default; pass 0.0 for deterministic comparisons."""
     transformers = pytest.importorskip("transformers")
     values = {"max_position_embeddings": 64, **values}
     return transformers.BertConfig(**values)
-
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,6 @@ import pytest
 from tasks import ablate
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def test_techniques_combine_and_conflicts_are_errors():
     phases, flags, what = ablate.technique_args("dae+cat+child_d")
     assert phases == ("dae",) and flags == ("--adversarial", "--child_tuning", "D") and "+" in what

@@ -11,9 +11,6 @@ from torch import nn
 from optim import AdamW, param_groups_no_decay
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 STEPS = 1000
 
 

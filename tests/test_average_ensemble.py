@@ -11,7 +11,6 @@ from tasks.inference import build_processor
 from tasks.model import MultitaskBert
 from tasks.run import task_files
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 HEADERS = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase", "sts": "Predicted_Similarity"}
 
 

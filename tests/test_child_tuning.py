@@ -12,9 +12,6 @@ from optim import (AdamW, ChildTuningD, ChildTuningF, child_tuning_f, empirical_
                    is_encoder_layer, make_child_tuning, top_fraction_mask)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 class TinyBert(nn.Module):
     """Embeddings, two encoder layers ("layers.N." as in minibert) and a task head, with dropout."""
 
@@ -213,7 +210,6 @@ def test_d_zeroes_without_rescaling_and_leaves_embeddings_and_head_alone():
             assert torch.equal(p.grad, before[n] * child.masks[n])
         else:
             assert n.startswith(("embeddings", "head")) and torch.equal(p.grad, before[n])
-
 
 
 def _train_masked(model, child, opt, steps: int) -> None:

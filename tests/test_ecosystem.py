@@ -12,7 +12,6 @@ import torch
 from minibert import BertModel, Tokenizer, embedded_model_dir
 from tasks.model import MultitaskBert
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 SENTS = ["the good movie", "a cat sits on the mat", "why", "how do i learn to cook the dog", "great film"]
 LONG = " ".join(["the cat sits on the mat and the dog runs on the grass"] * 20)  # far past any max length
 SCORES = {"sst": 0.4123, "para": 0.8, "sts": 0.7, "overall": 0.6}

@@ -19,7 +19,6 @@ from tasks.exercises.grading import NOT_STARTED, PASS, grade
 from tasks.exercises.maker import make, restore
 from tasks.exercises.markers import FILES, ROOT, MarkerError, find_exercises, parse_file
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 EXERCISES = find_exercises(ROOT)
 NAMES = [e.name for e in EXERCISES]

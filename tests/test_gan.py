@@ -15,9 +15,6 @@ from tasks.data import SentenceExample
 from tasks.engine import TrainConfig
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 # ---- the loss terms against hand-computed values --------------------------------------------------------------
 # rows of (k + 1) = 3 logits: [0, 0, ln 2] has p_fake = 2 / 4 = 1/2; [0, 0, 0] has p_fake = 1/3
 LOGITS = torch.tensor([[0.0, 0.0, math.log(2.0)], [0.0, 0.0, 0.0]])

@@ -12,9 +12,6 @@ from tasks.run import task_files
 TINY = ["--batch_size", "8", "--lr", "1e-3", "--noise_dim", "8"]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def _rows(path):
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))

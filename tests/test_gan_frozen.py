@@ -15,8 +15,6 @@ from minibert import BertModel, Tokenizer, tiny_config
 from tasks.data import SentenceExample
 from tasks.engine import TrainConfig
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 # ---- G's optimiser ----------------------------------------------------------------------------------------------
 def test_gan_config_checks_gs_optimiser_fields():

@@ -9,7 +9,6 @@ from gan.model import EmbeddingGan, GanConfig
 from gan.probe import fake_probe, fit_linear_probe, fit_real_space, fit_reference, score_fakes
 from gan.stats import mean_sd, paired_interval
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 K, DIM, CONSTANT = 5, 12, [3, 7, 10]  # 5 classes in 12-D; dimensions 3, 7 and 10 are constant in the real data
 

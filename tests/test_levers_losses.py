@@ -13,8 +13,6 @@ from tasks.model import cosine_to_unit, multi_sample_dropout
 from tasks.techniques.mnrl import shared_question_mask
 from tasks.techniques.rdrop import rdrop_loss
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 # ---- MNRL ------------------------------------------------------------------------------------------------------
 

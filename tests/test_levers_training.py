@@ -23,7 +23,6 @@ from tasks.techniques.rdrop import RDropProcessor
 from tasks.engine import TrainConfig, Trainer
 from tasks.engine.param_groups import param_groups
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 FILES = {"sst": "ids-sst", "para": "quora", "sts": "sts"}
 
 

@@ -17,7 +17,6 @@ from tasks.engine.devices import Precision, autocast_dtype, pick_device
 from tasks.engine import TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Toy(torch.nn.Module):

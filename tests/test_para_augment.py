@@ -9,7 +9,6 @@ from tasks.para_augment import (augment_pairs, augment_processor, duplicate_comp
                                 normalize_question, transitive_pairs)
 from tasks.processors import ParaphraseProcessor
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 # duplicates: A-B, B-C, C-D (one group), E-F, F-X (X is a dev question), G-H, H-T (T is a test question);
 # A-D is labelled "not a duplicate" in the file, and so is never added

@@ -8,9 +8,6 @@ from torch import nn
 from optim import AdamW, PCGrad, pairwise_cosines, pcgrad, project_conflicting
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def t(*values):
     return torch.tensor(values, dtype=torch.float64)
 

@@ -10,8 +10,6 @@ from tasks.phase_cache import phase_key
 
 from test_ablate import _tiny_grid
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_the_key_follows_the_phase_settings_and_not_the_finetuning():
     cell = ablate.cell_args(ablate.parse_args(["--model", "m", "--seeds", "1", "2", "3"]), "3phase", 1,

@@ -9,8 +9,6 @@ from tasks import multitask
 from tasks.engine.checkpointing import load_state, read_header, save_state
 from tasks.run_lock import flag_changes
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_flag_kinds():
     old = {"lr": 1e-4, "seed": 1, "tasks": ["sst", "sts"], "out_dir": "a", "save_every": 0, "use_gpu": False,

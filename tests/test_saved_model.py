@@ -13,7 +13,6 @@ from tasks.inference import build_processor, predict_and_write
 from tasks.model import MultitaskBert
 from tasks.saved_model import HEADS_KEY, NoHeadsError, save_model_folder
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 SENTS = ["the good movie", "a cat sits on the mat", "why", "how do i learn to cook the dog", "great film"]
 PREFIX = {"sst": "ids-sst", "cfimdb": "ids-cfimdb", "para": "quora", "sts": "sts"}
 CARD = {"base_checkpoint": "tiny-bert", "argv": ["tasks/multitask.py", "--epochs", "1"], "epoch": 1,

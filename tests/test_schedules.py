@@ -8,9 +8,6 @@ from torch import nn
 from optim import AdamW, constant, cosine, linear_warmup_decay, make_scheduler
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def test_constant_by_hand():
     assert [constant(s) for s in range(3)] == [1.0, 1.0, 1.0]
     assert [constant(s, warmup_steps=4) for s in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]

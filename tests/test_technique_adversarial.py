@@ -17,9 +17,6 @@ ARGS = dict(adversarial=True, adv_epsilon=0.5, adv_lambda=0.3, adv_temperature=0
 FILES = {"sst": "ids-sst", "para": "quora", "sts": "sts"}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def _setup(tiny_checkpoint, tiny_data, task="sst", **model_kw):
     torch.manual_seed(0)
     tok = Tokenizer.from_pretrained(tiny_checkpoint)

@@ -12,9 +12,6 @@ from tasks.techniques.contrastive import balanced_sizes
 from tasks.data import load_sentiment, subsample
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def _classify(tiny_checkpoint, tiny_data, out, *flags, model=None):
     return classifier.main(["--model", str(model or tiny_checkpoint), "--data_dir", str(tiny_data), "--tasks", "sst",
                             "--epochs", "1", "--batch_size", "8", "--max_examples", "16", "--out_dir", str(out),

@@ -15,9 +15,6 @@ from tasks.techniques.contrastive import (STOP_WORDS, ContrastiveProcessor, bala
 from tasks.model import MultitaskBert
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 # f(x) = ln(max/x) · max_ratio / ln(max); the class is repeated round(f) times if f ≥ min_ratio, else kept once.
 # Worked by hand with max = 1000, ratios 1.5 and 4:
 @pytest.mark.parametrize("size, f, times", [

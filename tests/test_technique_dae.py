@@ -12,9 +12,6 @@ from tasks.techniques.dae import (DenoisingAutoencoder, DenoisingProcessor, caus
                        masked_lm_around)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.mark.parametrize("ratio", [0.0, 0.3, 0.6, 0.9])
 def test_word_deletion_keeps_the_ratio_the_order_and_at_least_one_word(ratio):
     rng = random.Random(0)

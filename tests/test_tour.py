@@ -13,7 +13,6 @@ from minibert import BertModel, Tokenizer
 from minibert.tour import main, tour
 from tasks.model import mean_pool
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 A, B = "the cat sits on the mat.", "a dog runs on grass."
 WORDS_A = "the cat sits on the mat .".split()  # the tiny vocabulary holds these words whole
