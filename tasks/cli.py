@@ -6,10 +6,13 @@
                    alone, so a bad value is an error naming the file and the key
     configure_logging  the project's notices (skipped rows, ...) as plain `warning: ...` lines on stderr
     fail           a user's bad input (a data file, a model folder): `prog: error: message`, exit 2, no traceback
+    add_shared_flag  a flag several commands take (--model, --data_dir, --use_gpu, --predictions_dir), declared
+                   once in SHARED_FLAGS; a command may give it its own default and help, never another kind
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import json
 import logging
@@ -18,8 +21,30 @@ import sys
 from pathlib import Path
 from typing import List, NoReturn
 
+from .engine.config import TrainConfig
+
 USAGE = "%(prog)s [-h] [--config FILE] [options]"
 METAVARS = {int: "N", float: "X"}
+REPO = Path(__file__).resolve().parent.parent
+
+# The flags that several commands take, each declared here once (the training CLIs, predict, evaluate, embed,
+# ensemble, the GAN): the same name, kind and metavar everywhere.
+SHARED_FLAGS = {
+    "model": dict(default=None, metavar="NAME|DIR",
+                  help="the checkpoint: a local folder or a hub id such as bert-base-uncased (default: the embedded "
+                       "all-MiniLM-L6-v2)"),
+    "data_dir": dict(default=str(REPO / "data"), metavar="DIR", help="folder with the CS224N files"),
+    "use_gpu": dict(action=argparse.BooleanOptionalAction, default=False,  # as the training loop's (TrainConfig)
+                    help=next(f for f in dataclasses.fields(TrainConfig) if f.name == "use_gpu").metadata["help"]),
+    "predictions_dir": dict(default=str(REPO / "predictions"), metavar="DIR", help="where the prediction files go"),
+}
+
+
+def add_shared_flag(parser, name: str, **overrides) -> argparse.Action:
+    """--name as SHARED_FLAGS declares it; `overrides` may change only its default and help."""
+    if set(overrides) - {"default", "help"}:
+        raise TypeError(f"--{name}: a shared flag takes only its own default and help, got {sorted(overrides)}")
+    return parser.add_argument(f"--{name}", **{**SHARED_FLAGS[name], **overrides})
 
 
 def shown(value, action: argparse.Action):

@@ -18,7 +18,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from tasks.cli import HelpFormatter  # noqa: E402
+from tasks.cli import HelpFormatter, add_shared_flag  # noqa: E402
 from tasks.engine.devices import pick_device  # noqa: E402
 from tasks.inference import load_or_exit  # noqa: E402
 from tasks.model import POOLINGS  # noqa: E402
@@ -32,12 +32,12 @@ def parse_args(argv=None):
     parser.add_argument("--input", default=None, metavar="FILE", help="a UTF-8 text file, one sentence per line")
     parser.add_argument("--output", default=None, metavar="FILE", help="where to write the (N, C) float32 array (.npy)")
     parser.add_argument("--similarity", action="store_true", help="print the cosine similarity of every pair")
-    parser.add_argument("--model", default=None, metavar="NAME|DIR",
-                        help="an encoder or saved model: a folder or a hub id (default: the embedded all-MiniLM-L6-v2)")
+    add_shared_flag(parser, "model", help="an encoder or saved model: a folder or a hub id (default: the embedded "
+                                          "all-MiniLM-L6-v2)")
     parser.add_argument("--pooling", choices=POOLINGS, default=None, help="default: the saved model's, else mean")
     parser.add_argument("--normalize", action="store_true", help="scale each embedding to length 1")
     parser.add_argument("--batch_size", type=int, default=32, help="sentences per forward pass")
-    parser.add_argument("--use_gpu", action="store_true", help="CUDA, else Apple MPS, else the CPU with a warning")
+    add_shared_flag(parser, "use_gpu")
     args = parser.parse_args(argv)
     if not args.output and not args.similarity:
         parser.error("nothing to do: give --output FILE.npy and/or --similarity")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Dict, List, Sequence
 
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
@@ -22,13 +21,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch  # noqa: E402
 
+from tasks.cli import add_shared_flag  # noqa: E402
 from tasks.data import get_task  # noqa: E402
 from tasks.engine.devices import pick_device  # noqa: E402
 from tasks.inference import build_processor, dev_table, load_or_exit, model_tasks  # noqa: E402
 from tasks.metrics import format_table, overall_score  # noqa: E402
 from tasks.run import add_task_file_args, task_files  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 TASKS = ("sst", "cfimdb", "para", "sts")
 
 
@@ -46,9 +45,8 @@ def parse_args(argv=None):
     parser.add_argument("--models", nargs="+", required=True, help="saved model folders written by training")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=None, help="default: the first model's tasks")
     parser.add_argument("--splits", nargs="+", choices=("dev", "test"), default=["dev", "test"])
-    parser.add_argument("--use_gpu", action="store_true")
-    parser.add_argument("--data_dir", default=str(REPO / "data"), help="folder with the CS224N files")
-    parser.add_argument("--predictions_dir", default=str(REPO / "predictions"))
+    for name in ("use_gpu", "data_dir", "predictions_dir"):
+        add_shared_flag(parser, name)
     for name in TASKS:
         add_task_file_args(parser, name, name)
     return parser.parse_args(argv)

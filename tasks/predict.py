@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from tasks.engine.devices import pick_device  # noqa: E402
 from tasks.inference import build_processor, dev_table, load_or_exit, model_tasks, predict_and_write  # noqa: E402
 from tasks.metrics import format_table  # noqa: E402
-from tasks.cli import Parser, configure_logging, fail  # noqa: E402
+from tasks.cli import Parser, add_shared_flag, configure_logging, fail  # noqa: E402
 from tasks.run import add_task_file_args, task_files  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,17 +30,17 @@ TASKS = ("sst", "cfimdb", "para", "sts")
 def parse_args(argv=None, description=None, splits=("dev", "test"), writes=True):
     """The flags of predict.py, and of evaluate.py (`writes=False`: it writes no files, so it has no output flags)."""
     parser = Parser(description=description or __doc__.splitlines()[0], usage="%(prog)s [-h] [options]")
-    parser.add_argument("--model", default=str(REPO / "runs" / "multitask" / "model"), metavar="DIR",
-                        help="a model folder written by training (a plain encoder or hub id is refused: its heads "
-                             "are untrained)")
+    add_shared_flag(parser, "model", default=str(REPO / "runs" / "multitask" / "model"),
+                    help="a model folder written by training (a plain encoder or hub id is refused: its heads "
+                         "are untrained)")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=None, metavar="TASK",
                         help=f"some of the model's tasks ({', '.join(TASKS)}) (default: every task the model has)")
-    parser.add_argument("--use_gpu", action="store_true", help="CUDA, else Apple MPS, else the CPU with a warning")
-    parser.add_argument("--data_dir", default=str(REPO / "data"), metavar="DIR", help="folder with the CS224N files")
+    add_shared_flag(parser, "use_gpu")
+    add_shared_flag(parser, "data_dir")
     if writes:
-        parser.add_argument("--predictions_dir", default=None, metavar="DIR",
-                            help="where the prediction files go (default: beside the model, <the model folder's "
-                                 "parent>/predictions: runs/multitask/predictions for runs/multitask/model)")
+        add_shared_flag(parser, "predictions_dir", default=None,
+                        help="where the prediction files go (default: beside the model, <the model folder's "
+                             "parent>/predictions: runs/multitask/predictions for runs/multitask/model)")
         parser.add_argument("--overwrite", action="store_true",
                             help="replace prediction files that exist outside the model's own predictions folder "
                                  "(e.g. a training run's, in predictions/)")

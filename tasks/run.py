@@ -26,7 +26,7 @@ from .engine.config import add_dataclass_args, dataclass_from_args
 from .engine.devices import pick_device
 from .engine.distributed import init_distributed, leave_distributed
 from .engine.param_groups import reinit_top_layers
-from .cli import Parser, config_tokens, configure_logging, fail
+from .cli import Parser, add_shared_flag, config_tokens, configure_logging, fail
 from .data import get_task, hold_out
 from .inference import build_processor, dev_table, predict_and_write
 from .metrics import format_table, overall_score
@@ -47,9 +47,7 @@ def base_parser(description: str, cli: str, **train_defaults) -> Parser:
                         help="a JSON file of flag values, e.g. a run's run_config.json; the command line "
                              "overrides it (default: none)")
     g = parser.add_argument_group("model")
-    g.add_argument("--model", default=None, metavar="NAME|DIR",
-                   help="the checkpoint: a local folder or a hub id such as bert-base-uncased (default: the "
-                        "embedded all-MiniLM-L6-v2)")
+    add_shared_flag(g, "model")
     g.add_argument("--option", choices=("pretrain", "finetune"), default="finetune",
                    help="pretrain: freeze the encoder, train the heads only; finetune: update everything")
     g.add_argument("--hidden_dropout_prob", type=float, default=0.1,
@@ -66,13 +64,12 @@ def base_parser(description: str, cli: str, **train_defaults) -> Parser:
     g.add_argument("--head_dropout_samples", type=int, default=1,
                    help="multi-sample dropout: in training, each head's output is the mean over K dropout masks")
     g = parser.add_argument_group("data")
-    g.add_argument("--data_dir", default=str(REPO / "data"), metavar="DIR", help="folder with the CS224N files")
+    add_shared_flag(g, "data_dir")
     g.add_argument("--max_examples", type=int, default=None,
                    help="train and evaluate on a fixed random N rows of each file, for quick runs; test: every row "
                         "(default: every row)")
     g.add_argument("--batch_size", type=int, default=32, help="examples per training batch")
-    g.add_argument("--predictions_dir", default=str(REPO / "predictions"), metavar="DIR",
-                   help="where the prediction files go")
+    add_shared_flag(g, "predictions_dir")
     g.add_argument("--predict_test", action=argparse.BooleanOptionalAction, default=True,
                    help="also predict the unlabelled test split (off: dev only, e.g. for ablations)")
     g.add_argument("--select_on", choices=("dev", "heldout"), default="dev",

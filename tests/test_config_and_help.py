@@ -1,6 +1,7 @@
 """The command line (tasks/cli.py): --config values get the command line's checks, errors are short and name
 the file and key, --help reads group by group with one default per flag, notices are plain logged lines,
 a bad data file is `error: ...` without a traceback, prediction shows progress, the attention grid is legible."""
+import argparse
 import json
 import logging
 import re
@@ -245,3 +246,37 @@ def test_the_attention_grid_has_legible_labels_and_a_colour_bar(tmp_path, monkey
     assert len(sizes) == 40 and min(sizes) >= 9  # before: 6.6 points for 20 tokens
     width, height = fig.get_size_inches()
     assert height / 6 >= 20 * 9 / 72  # each map holds its 20 labels at that size
+
+
+def _parser_of(parse_args, monkeypatch):
+    """The ArgumentParser a CLI's parse_args builds (caught at its first parse)."""
+    class Caught(Exception):
+        pass
+
+    def catch(self, *a, **k):
+        raise Caught(self)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", catch)
+    with pytest.raises(Caught) as caught:
+        parse_args([])
+    return caught.value.args[0]
+
+
+def test_the_shared_flags_are_one_declaration_in_every_command(monkeypatch):
+    """--model, --data_dir, --use_gpu and --predictions_dir: the same kind and metavar in every command that
+    takes them (tasks/cli.py's SHARED_FLAGS; --use_gpu's help is the training loop's)."""
+    from tasks import embed, ensemble
+    from tasks.cli import SHARED_FLAGS
+    commands = {"multitask": multitask.parse_args, "classifier": classifier.parse_args, "gan": gan_train.parse_args,
+                "ablate": ablate.parse_args, "predict": predict.parse_args, "evaluate": evaluate.parse_args,
+                "embed": embed.parse_args, "ensemble": ensemble.parse_args}
+    seen = {name: [] for name in SHARED_FLAGS}
+    for command, parse_args in commands.items():
+        actions = {a.dest: a for a in _parser_of(parse_args, monkeypatch)._actions}
+        for name, spec in SHARED_FLAGS.items():
+            if name in actions:
+                action = actions[name]
+                seen[name].append(command)
+                assert action.option_strings[0] == f"--{name}" and action.metavar == spec.get("metavar"), (command, name)
+                assert isinstance(action, spec.get("action", argparse._StoreAction)), (command, name)
+    assert seen["use_gpu"] == list(commands) and len(seen["model"]) == 7 and len(seen["data_dir"]) == 7
