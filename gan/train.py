@@ -12,6 +12,7 @@ best.safetensors and last.safetensors (for --resume). The loop is the shared one
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import sys
@@ -167,11 +168,11 @@ def train_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    results, out_dir = {}, args.out_dir
-    for name in args.tasks:
-        args.out_dir = os.path.join(out_dir, f"{name}-{args.method}")
+    results = {}
+    for name in args.tasks:  # each task its own run, in its own folder (a copy of the flags: the parsed ones stay)
+        task_args = argparse.Namespace(**{**vars(args), "out_dir": os.path.join(args.out_dir, f"{name}-{args.method}")})
         print(f"=== {name} ({args.method}, {args.labeled_fraction:.0%} labelled) ===")
-        results[name] = run_gan(args, name, task_files(args, name, name))
+        results[name] = run_gan(task_args, name, task_files(task_args, name, name))
     print("dev accuracy: " + ", ".join(f"{k} {v.get('dev_accuracy', float('nan')):.4f}" for k, v in results.items()))
     return results
 

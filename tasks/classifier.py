@@ -9,6 +9,7 @@
 
 Each task is trained on its own (one model each) and writes predictions/{option}-{task}-{dev,test}-output.csv.
 """
+import argparse
 import os
 import sys
 
@@ -35,15 +36,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    results, out_dir = {}, args.out_dir
-    for name in args.tasks:
-        args.out_dir = os.path.join(out_dir, f"{name}-{args.option}")
+    results = {}
+    for name in args.tasks:  # each task its own run, in its own folder (a copy of the flags: the parsed ones stay)
+        task_args = argparse.Namespace(**{**vars(args), "out_dir": os.path.join(args.out_dir, f"{name}-{args.option}")})
         print(f"=== {name} ({args.option}) ===")
-        files = task_files(args, name, name)
+        files = task_files(task_args, name, name)
         for split in ("dev", "test"):  # as the coursework names them: predictions/finetune-sst-dev-output.csv
             if getattr(args, f"{name}_{split}_out") is None:
                 files[f"{split}_out"] = os.path.join(args.predictions_dir, f"{args.option}-{name}-{split}-output.csv")
-        scores = run(args, [name], {name: files}, "classifier")
+        scores = run(task_args, [name], {name: files}, "classifier")
         results[name] = scores[name] if "finetune" in args.phases else scores  # without fine-tuning: phase losses
     if "finetune" in args.phases:
         print("dev accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
