@@ -40,11 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tasks import techniques  # noqa: E402
 from tasks.engine.checkpointing import atomic_write_text, read_jsonl, write_jsonl  # noqa: E402
 from tasks.stats import mean_sd, paired_interval, verdict  # noqa: E402
 
-# name -> the flags that differ from the default run (docs/levers.md says what each one does)
-ARMS: Dict[str, List[str]] = {
+# name -> the flags that differ from the default run (docs/levers.md says what each one does): the levers that
+# are flags of the run itself, then every arm a technique the multitask CLI offers declares (tasks/techniques/)
+LEVERS: Dict[str, List[str]] = {
     "base": [],
     "lld_0.9": ["--layer_lr_decay", "0.9"],
     "msd_4": ["--head_dropout_samples", "4"],
@@ -54,16 +56,15 @@ ARMS: Dict[str, List[str]] = {
     "reinit_1": ["--reinit_layers", "1"],
     "sts_corr": ["--sts_loss", "mse+corr"],
     "sts_cross": ["--sts_head", "cross"],
-    "rdrop_1": ["--rdrop_alpha", "1"],
-    "pcgrad": ["--pcgrad"],
-    "cat_sst": ["--adversarial", "--adv_tasks", "sst"],  # CAT on the sentiment batches only (docs/techniques.md)
-    "ema": ["--ema_decay", "0.995"],
+    "rdrop_1": ["--rdrop_alpha", "1"],  # the registry's "rdrop" with α written as 1: earlier grids' records name it
     "eval_3x": ["--eval_every", "107"],  # 3 evaluations in the default run's 321-step epoch: avg_3's fair base
     "avg_3": ["--eval_every", "107", "--average_evaluations", "3"],
     "lr_2e-4": ["--lr", "2e-4"],
     "lr_5e-5": ["--lr", "5e-5"],
     "sst_weight_2": ["--sst_loss_weight", "2"],
 }
+ARMS: Dict[str, List[str]] = {**LEVERS, **{name: list(flags) for t in techniques.offered("multitask")
+                                          for name, (flags, _) in t.arms.items()}}
 TASKS = ("sst", "para", "sts")
 RECORD_KEYS = ("epoch", "step", "train_loss", "dev", "lr", "train_seconds", "seconds")  # the trainer's own
 

@@ -173,7 +173,8 @@ def adversarial_processors(args, model: nn.Module, processors: Dict[str, object]
 class AdversarialTechnique(Technique):
     name, summary, Config = "adversarial", "contrastive adversarial training (Pan et al. 2022)", AdversarialConfig
     clis = ("multitask", "classifier")
-    arms = {"cat": (("--adversarial",), "contrastive adversarial training")}
+    arms = {"cat": (("--adversarial",), "contrastive adversarial training"),
+            "cat_sst": (("--adversarial", "--adv_tasks", "sst"), "CAT on the sentiment batches only")}
 
     def wrap_processors(self, cfg: AdversarialConfig, model, processors):
         return adversarial_processors(cfg, model, processors)
