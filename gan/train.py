@@ -12,7 +12,6 @@ best.safetensors and last.safetensors (for --resume). The loop is the shared one
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -29,7 +28,7 @@ from tasks import techniques  # noqa: E402
 from tasks.engine.checkpointing import load_state, write_jsonl  # noqa: E402
 from tasks.engine.devices import pick_device  # noqa: E402
 from tasks.run import (REPO, add_task_file_args, base_parser, load_pretrained, make_evaluator,  # noqa: E402
-                       parse_with_config, resolved_flags, task_files)
+                       parse_with_config, resolved_flags, task_args, task_files)
 from tasks.run_lock import claim_out_dir  # noqa: E402
 from tasks.engine.config import add_dataclass_args, dataclass_from_args  # noqa: E402
 from tasks.engine import TrainConfig, seed_everything  # noqa: E402
@@ -170,9 +169,9 @@ def main(argv=None):
     args = parse_args(argv)
     results = {}
     for name in args.tasks:  # each task its own run, in its own folder (a copy of the flags: the parsed ones stay)
-        task_args = argparse.Namespace(**{**vars(args), "out_dir": os.path.join(args.out_dir, f"{name}-{args.method}")})
+        one = task_args(args, f"{name}-{args.method}")
         print(f"=== {name} ({args.method}, {args.labeled_fraction:.0%} labelled) ===")
-        results[name] = run_gan(task_args, name, task_files(task_args, name, name))
+        results[name] = run_gan(one, name, task_files(one, name, name))
     print("dev accuracy: " + ", ".join(f"{k} {v.get('dev_accuracy', float('nan')):.4f}" for k, v in results.items()))
     return results
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import copy as copy_module
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -126,6 +127,11 @@ def add_task_file_args(parser: argparse.ArgumentParser, prefix: str, task: str,
     for split in ("dev", "test") if outputs else ():
         g.add_argument(f"--{prefix}_{split}_out", default=None, metavar="FILE",
                        help=f"default: <predictions_dir>/{outputs.format(prefix=prefix, split=split)}")
+
+
+def task_args(args: argparse.Namespace, folder: str) -> argparse.Namespace:
+    """A copy of the parsed flags for one task's run in <out_dir>/<folder> (the parsed flags stay as parsed)."""
+    return argparse.Namespace(**{**vars(args), "out_dir": os.path.join(args.out_dir, folder)})
 
 
 def task_files(args, prefix: str, task: str) -> Dict[str, str]:
