@@ -141,7 +141,7 @@ def train_frozen(model: EmbeddingGan, x: torch.Tensor, y: torch.Tensor, labeled:
         trainer = GanTrainer(model, {"gan": batches}, config, scored, show_progress=False)
         trainer.fit()
     return [{"step": h["step"], "train_loss": h["train_loss"], **{k: v for k, v in h["dev"].items() if k != "score"}}
-            for h in trainer.history]
+            for h in trainer.progress.history]
 
 
 def accuracy(model: EmbeddingGan, x: torch.Tensor, y: torch.Tensor) -> float:

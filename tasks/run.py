@@ -256,7 +256,7 @@ def train_and_predict(args, tasks: List[str], files: Dict[str, Dict[str, str]], 
         base_checkpoint=args.model, argv=sys.argv, epoch=best["epoch"], dev_scores=scores,
         data_sizes={n: {s: len(v) for s, v in p.splits.items()} for n, p in processors.items()}))
     wall = time.time() - started
-    print(f"\nbest: epoch {best['epoch']}, step {best['step']} of {trainer.global_step}; dev scores "
+    print(f"\nbest: epoch {best['epoch']}, step {best['step']} of {trainer.progress.global_step}; dev scores "
           f"({wall / 60:.1f} min in all):")
     print(format_table(dev_table(scores)))
     print(f"the model: {folder} (python tasks/predict.py --model {folder}); predictions written to {', '.join(sorted({str(Path(f[k]).parent) for f in files.values() for k in ('dev_out', 'test_out')}))}")

@@ -55,7 +55,7 @@ def _fit(tmp_path, evaluate=lambda m: {"score": 0.0}, **config):
 def test_grad_accum_averages_micro_batches_and_clips_the_mean(tmp_path):
     """Two accumulated steps of one batch = one step on the mean of their gradients, clipped once."""
     accumulated, trainer = _fit(tmp_path / "acc", grad_accum=2, max_grad_norm=0.05)
-    assert trainer.steps_per_epoch == 4 and trainer.global_step == 4
+    assert trainer.steps_per_epoch == 4 and trainer.progress.global_step == 4
     torch.manual_seed(0)
     model, data = _Toy(), _Batches()
     opt = torch.optim.SGD(model.parameters(), lr=1.0)  # only to hold the gradient; the update is AdamW's below
@@ -74,8 +74,8 @@ def test_grad_accum_averages_micro_batches_and_clips_the_mean(tmp_path):
 def test_eval_every_and_patience_stop_early_and_keep_the_best(tmp_path):
     scores = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95])  # the best is the 2nd evaluation, then 2 without a gain
     model, trainer = _fit(tmp_path, evaluate=lambda m: {"score": next(scores)}, epochs=2, eval_every=2, patience=2)
-    assert [h["step"] for h in trainer.history] == [2, 4, 6, 8]
-    assert trainer.global_step == 8 < 16  # stopped after 4 evaluations, mid-way through epoch 1's 8 steps x 2
+    assert [h["step"] for h in trainer.progress.history] == [2, 4, 6, 8]
+    assert trainer.progress.global_step == 8 < 16  # stopped after 4 evaluations, mid-way through epoch 1's 8 steps x 2
     best = load_state(tmp_path / "best.safetensors")
     assert best["step"] == 4 and best["scores"]["score"] == 0.7
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
@@ -134,7 +134,7 @@ from tasks.engine import trainer as loop
 save = loop.Trainer.save_checkpoint
 def save_then_die(self):
     save(self)
-    if self.global_step == {kill_at}:  # mid-epoch 2, right after a step checkpoint
+    if self.progress.global_step == {kill_at}:  # mid-epoch 2, right after a step checkpoint
         os.kill(os.getpid(), signal.SIGKILL)
 loop.Trainer.save_checkpoint = save_then_die
 from tasks import multitask

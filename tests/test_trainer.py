@@ -108,8 +108,8 @@ def test_resume_continues_to_the_same_result(tiny_checkpoint, tiny_data, tmp_pat
     resumed, t2 = _run(tiny_checkpoint, tiny_data, tmp_path / "b", epochs=3, resume=True, **extra)
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
-    assert [h["dev"] for h in t1.history] == [h["dev"] for h in t2.history][-3:]
-    assert [h.get("pcgrad") for h in t1.history] == [h.get("pcgrad") for h in t2.history][-3:]
+    assert [h["dev"] for h in t1.progress.history] == [h["dev"] for h in t2.progress.history][-3:]
+    assert [h.get("pcgrad") for h in t1.progress.history] == [h.get("pcgrad") for h in t2.progress.history][-3:]
     lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3 and (tmp_path / "a" / "best.safetensors").is_file()
 
@@ -169,7 +169,7 @@ def test_pcgrad_records_per_evaluation_how_many_tasks_each_step_held_and_how_oft
     cfg = TrainConfig(epochs=2, lr=0.1, warmup_ratio=0.0, schedule="constant", out_dir=str(tmp_path), seed=3)
     trainer = Trainer(model, procs, cfg, lambda m: {"score": 0.0}, _callbacks(model, pcgrad=True), show_progress=False)
     trainer.fit()
-    for epoch, record in enumerate(trainer.history):  # each evaluation counts its own epoch's steps only
+    for epoch, record in enumerate(trainer.progress.history):  # each evaluation counts its own epoch's steps only
         steps = [set(s) for s in task_schedule({"a": 6, "b": 4, "c": 2}, "proportional", 0, epoch, 2, 3)]
         assert record["pcgrad"]["steps_by_tasks"] == {str(k): v for k, v in sorted(Counter(map(len, steps)).items())}
         shared = {pair: sum(set(pair.split("/")) <= s for s in steps) for pair in ("a/b", "a/c", "b/c")}
@@ -208,7 +208,7 @@ def test_loss_weight_scales_a_tasks_gradient_and_the_reported_loss_stays_unweigh
         trainer.fit()
         moved[weight] = model.bert.weight.detach() - before
         unweighted = (before * torch.tensor([-1.0, 0.0, 0.0, 0.0])).sum().item()
-        assert trainer.history[0]["train_loss"]["b"] == pytest.approx(unweighted, abs=1e-6)
+        assert trainer.progress.history[0]["train_loss"]["b"] == pytest.approx(unweighted, abs=1e-6)
     assert torch.equal(moved[1.0], torch.zeros(1, 4))
     assert moved[2.0][0, 0] > 0.09 and torch.equal(moved[2.0][0, 1:], torch.zeros(3))  # down the net gradient −1
 

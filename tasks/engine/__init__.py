@@ -2,6 +2,7 @@
 techniques or the CLIs above it (tests/test_engine.py checks that).
 
     trainer.py        Trainer: epochs of steps, evaluation, the best weights, patience, --resume
+    progress.py       where training stands (position, running losses, evaluations): what a checkpoint holds
     callbacks.py      the Callback contract: the hooks (on_…) and the two roles, in one list
     config.py         TrainConfig, and flag() / add_dataclass_args: frozen dataclasses that generate argparse
     accelerator.py    Accelerator: device, precision, torch.compile, DDP (wrap, reductions, rank 0, seeds)

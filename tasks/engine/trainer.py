@@ -21,7 +21,6 @@ continues from the exact batch: data order, RNG states, schedules and every call
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -36,6 +35,7 @@ from .callbacks import role_players
 from .checkpointing import load_state, rng_state, save_state, set_rng_state, write_jsonl
 from .config import TrainConfig
 from .param_groups import param_groups
+from .progress import Progress
 from .sampling import TaskStream, task_schedule
 
 
@@ -66,12 +66,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * config.epochs
         self.optimizers, self.schedulers = self.configure_optimizers()
         self.optimizer, self.scheduler = self.optimizers[0], self.schedulers[0]
-        # where training stands; all of it goes into the checkpoint
-        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
-        self.history: List[dict] = []
-        self.best_score, self.evals_without_gain = -math.inf, 0
-        self._running: Dict[str, dict] = {"sums": {}, "counts": {}}  # since the last evaluation (+ "seconds")
-        self._taken: Dict[str, int] = {}  # each task's batches trained on in this epoch
+        self.progress = Progress()  # where training stands; all of it goes into the checkpoint
         self._restored_rng: Optional[dict] = None
 
     def num_batches(self) -> Dict[str, int]:
@@ -148,10 +143,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
                 "schedulers": [s.state_dict() for s in self.schedulers],
-                "callbacks": [c.state_dict() for c in self.callbacks], "rng": rng_state(),
-                "position": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-                             "taken": self._taken, "running": self._running},
-                "history": self.history, "best_score": self.best_score, "evals_without_gain": self.evals_without_gain,
+                "callbacks": [c.state_dict() for c in self.callbacks], "rng": rng_state(), **self.progress.state_dict(),
                 "config": dataclasses.asdict(self.config), "meta": self.meta}
 
     def save_checkpoint(self) -> None:
@@ -161,7 +153,7 @@ class Trainer:
     def save_best(self, scores: Dict[str, float]) -> None:
         save_state(self.out_dir / "best.safetensors",
                    {"model": self.eval_model.state_dict(), "meta": self.meta, "config": dataclasses.asdict(self.config),
-                    "epoch": self.epoch + 1, "step": self.global_step, "scores": scores})
+                    "epoch": self.progress.epoch + 1, "step": self.progress.global_step, "scores": scores})
 
     def resume(self) -> None:
         path = self.out_dir / "last.safetensors"
@@ -173,72 +165,51 @@ class Trainer:
         for obj, saved in zip(self.optimizers + self.schedulers + self.callbacks,
                               state["optimizers"] + state["schedulers"] + state["callbacks"]):
             obj.load_state_dict(saved)
-        pos = state["position"]
-        self.epoch, self.step_in_epoch, self.global_step = pos["epoch"], pos["step_in_epoch"], pos["global_step"]
-        self._taken, self._running = pos["taken"], pos["running"]
-        self.history, self.best_score = state["history"], state["best_score"]
-        self.evals_without_gain = state["evals_without_gain"]
+        self.progress.load_state_dict(state)
         self._restored_rng = state["rng"]  # set once the streams have replayed their batches
         if self.accelerator.is_main:
-            print(f"resumed from {path} at epoch {self.epoch + 1}, step {self.step_in_epoch} of {self.steps_per_epoch}")
+            print(f"resumed from {path} at epoch {self.progress.epoch + 1}, step {self.progress.step_in_epoch} of "
+                  f"{self.steps_per_epoch}")
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     def _streams(self) -> Dict[str, TaskStream]:
         """This epoch's batch streams; after --resume, each first skips the batches already trained on."""
-        acc = self.accelerator
-        streams = {n: TaskStream(p, self.epoch, acc.rank, acc.world_size) for n, p in self.processors.items()}
+        acc, progress = self.accelerator, self.progress
+        streams = {n: TaskStream(p, progress.epoch, acc.rank, acc.world_size) for n, p in self.processors.items()}
         if self._restored_rng is not None:
             for name, stream in streams.items():
-                stream.skip(self._taken.get(name, 0))
+                stream.skip(progress.taken.get(name, 0))
             set_rng_state(self._restored_rng)
-            acc.reseed_after_resume(self.config.seed, self.global_step)
+            acc.reseed_after_resume(self.config.seed, progress.global_step)
             self._restored_rng = None
         return streams
 
-    def _record_step(self, losses: Dict[str, float], seconds: float) -> Dict[str, str]:
-        """Adds a step's losses to the running means; returns them for the progress bar."""
-        sums, counts = self._running["sums"], self._running["counts"]
-        for name, value in losses.items():
-            sums[name] = sums.get(name, 0.0) + value
-            counts[name] = counts.get(name, 0) + 1
-        self._running["seconds"] = self._running.get("seconds", 0.0) + seconds
-        return {n: f"{sums[n] / counts[n]:.3f}" for n in sums}
-
-    def _next_epoch(self) -> None:
-        self.epoch, self.step_in_epoch, self._taken = self.epoch + 1, 0, {}
-
     def _evaluate(self, started: float, epoch_done: bool) -> bool:
         """Score dev, record it, keep the best, write metrics and the checkpoint. True: patience ran out."""
-        acc, sums, counts = self.accelerator, self._running["sums"], self._running["counts"]
-        train_loss = acc.mean({n: sums[n] / counts[n] for n in sums})
+        acc, progress = self.accelerator, self.progress
+        train_loss = acc.mean(progress.train_loss())
         scores = acc.broadcast(self.evaluate(self.eval_model) if acc.is_main else None)
         self.model.train()  # whatever mode the evaluation left it in: training goes on
-        record = {"epoch": self.epoch + 1, "step": self.global_step, "train_loss": train_loss, "dev": scores,
-                  "lr": self.scheduler.get_last_lr()[0], "train_seconds": round(self._running.get("seconds", 0.0), 1),
+        record = {"epoch": progress.epoch + 1, "step": progress.global_step, "train_loss": train_loss, "dev": scores,
+                  "lr": self.scheduler.get_last_lr()[0], "train_seconds": round(progress.train_seconds, 1),
                   "seconds": round(time.time() - started, 1)}
         for c in self.callbacks:
             record.update(c.on_evaluate(self))
-        self.history.append(record)
-        self._running = {"sums": {}, "counts": {}}
-        improved = scores["score"] > self.best_score
-        self.best_score = max(self.best_score, scores["score"])
-        self.evals_without_gain = 0 if improved else self.evals_without_gain + 1
-        if acc.is_main and improved:
+        if progress.evaluated(record, scores["score"]) and acc.is_main:
             self.save_best(scores)
         if epoch_done:  # the checkpoint written now starts the next epoch
-            self._next_epoch()
+            progress.next_epoch()
         if acc.is_main:
-            write_jsonl(self.out_dir / "metrics.jsonl", self.history)
+            write_jsonl(self.out_dir / "metrics.jsonl", progress.history)
             self.save_checkpoint()
         if self.show_progress:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, (int, float)))
-            print(f"epoch {record['epoch']}, step {self.global_step}: dev {shown} ({record['seconds']:.0f} s)",
-                  flush=True)
+            print(f"epoch {record['epoch']}, step {record['step']}: dev {shown} ({record['seconds']:.0f} s)", flush=True)
         acc.barrier()  # the files are written before any rank reads them
-        return 0 < self.config.patience <= self.evals_without_gain
+        return 0 < self.config.patience <= progress.evals_without_gain
 
     def fit(self) -> List[dict]:
-        cfg = self.config
+        cfg, progress = self.config, self.progress
         if self.accelerator.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator.seed(cfg.seed)
@@ -247,28 +218,27 @@ class Trainer:
         if cfg.resume:
             self.resume()
         stop, sizes, started = False, self.num_batches(), time.time()
-        while self.epoch < cfg.epochs and not stop:
+        while progress.epoch < cfg.epochs and not stop:
             self.model.train()
-            steps = task_schedule(sizes, cfg.task_sampling, cfg.tasks_per_step, self.epoch, cfg.epochs, cfg.seed)
+            steps = task_schedule(sizes, cfg.task_sampling, cfg.tasks_per_step, progress.epoch, cfg.epochs, cfg.seed)
             streams = self._streams()
-            bar = tqdm(range(self.step_in_epoch, self.steps_per_epoch), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                       initial=self.step_in_epoch, total=self.steps_per_epoch, disable=not self.show_progress,
-                       mininterval=2.0, dynamic_ncols=True)
+            bar = tqdm(range(progress.step_in_epoch, self.steps_per_epoch), initial=progress.step_in_epoch,
+                       total=self.steps_per_epoch, desc=f"epoch {progress.epoch + 1}/{cfg.epochs}",
+                       disable=not self.show_progress, mininterval=2.0, dynamic_ncols=True)
             for step in bar:
                 tick = time.time()
                 losses = self.training_step(steps[step * cfg.grad_accum:(step + 1) * cfg.grad_accum], streams)
-                self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
-                self._taken = {n: s.taken for n, s in streams.items()}
-                bar.set_postfix(self._record_step(losses, time.time() - tick), refresh=False)
-                last = step + 1 == self.steps_per_epoch
-                if self.global_step == self.total_steps or (
-                        cfg.eval_every and self.global_step % cfg.eval_every == 0) or (last and not cfg.eval_every):
+                taken = {n: s.taken for n, s in streams.items()}
+                bar.set_postfix(progress.step_done(step, taken, losses, time.time() - tick), refresh=False)
+                last, done = step + 1 == self.steps_per_epoch, progress.global_step
+                if done == self.total_steps or (cfg.eval_every and done % cfg.eval_every == 0) or (
+                        last and not cfg.eval_every):
                     stop, started = self._evaluate(started, epoch_done=last), time.time()
                     if stop:
                         break
-                elif cfg.save_every and self.global_step % cfg.save_every == 0:
+                elif cfg.save_every and done % cfg.save_every == 0:
                     self.save_checkpoint()
             bar.close()
-            if self.step_in_epoch == self.steps_per_epoch:  # ended without an evaluation (--eval_every)
-                self._next_epoch()
-        return self.history
+            if progress.step_in_epoch == self.steps_per_epoch:  # ended without an evaluation (--eval_every)
+                progress.next_epoch()
+        return progress.history

@@ -55,8 +55,8 @@ class CheckpointAverageCallback(Callback):
 
     def evaluated_model(self, trainer) -> torch.nn.Module:
         """Called at every evaluation (and again when the best is saved): a new step adds a snapshot."""
-        if not self.steps or self.steps[-1] != trainer.global_step:
-            self.steps.append(trainer.global_step)
+        if not self.steps or self.steps[-1] != trainer.progress.global_step:
+            self.steps.append(trainer.progress.global_step)
             self.snapshots.append(_own_weights(trainer.model))
             self.steps, self.snapshots = self.steps[-self.k:], self.snapshots[-self.k:]
         if self._loaded_at != self.steps[-1]:
