@@ -35,7 +35,7 @@ from .model import POOLINGS, MultitaskBert
 from .para_augment import augment_processor
 from .run_lock import RESUMES, claim_out_dir
 from .saved_model import save_model_folder
-from .techniques.phases import prepare_finetune, run_phases, save_encoder
+from .techniques.phases import PhaseData, PhasesConfig, prepare_finetune, run_phases, save_encoder
 
 REPO = Path(__file__).resolve().parent.parent
 SPLIT_FILES = {"train": "train", "dev": "dev", "test": "test-student"}
@@ -228,15 +228,17 @@ def train_and_predict(args, tasks: List[str], files: Dict[str, Dict[str, str]], 
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
         write_run_config(args, config.out_dir)
 
-    phase_scores = run_phases(args, model, processors, tokenizer, config, selection)  # DAE / contrastive, if asked for
-    if "finetune" not in args.phases:
+    phases = dataclass_from_args(PhasesConfig, args)  # DAE / contrastive, if asked for
+    phase_scores = run_phases(phases, model, processors, tokenizer, config,
+                              PhaseData(args.batch_size, args.max_length, args.model), selection)
+    if "finetune" not in phases.phases:
         if rank == 0:
             folder = save_encoder(model.bert, args.model, Path(config.out_dir) / "encoder")
-            print(f"phases {', '.join(args.phases)} done; encoder saved to {folder} (pass it as --model)")
+            print(f"phases {', '.join(phases.phases)} done; encoder saved to {folder} (pass it as --model)")
         leave_distributed()
         return phase_scores if rank == 0 else {}
 
-    prepare_finetune(args, model)  # --finetune_encoder frozen: the paper's third phase
+    prepare_finetune(phases, model)  # --finetune_encoder frozen: the paper's third phase
     meta = {"model": args.model, "heads": model.head_config(), "bert_config": encoder.config.to_dict(),
             "argv": sys.argv[1:], "flags": resolved_flags(args)}
     trainer = Trainer(model, techniques.wrap_processors(args, model, processors, cli), config,

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 import shutil
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -101,29 +101,45 @@ def _labelled(processors: Dict[str, object], split: str):
     return [(e.sentence, e.label if len(names) == 1 else f"{n}:{e.label}") for n in names for e in processors[n].splits[split]]
 
 
-def build_phase(phase: str, args, model, processors: Dict[str, object], tokenizer, seed: int,
-                selection: Optional[Dict[str, object]] = None):
+class PhaseData(NamedTuple):
+    """What the phases take from the run besides their own flags: its batches, its sequence length, and the
+    checkpoint the encoder came from (the MLM phase starts its head from it)."""
+    batch_size: int
+    max_length: int
+    checkpoint: Optional[str]
+
+
+def _dae_phase(cfg: PhasesConfig, model, processors, selection, tokenizer, seed: int, data: PhaseData):
+    train = [s for p in processors.values() for s in _sentences(p, "train")]
+    dev = [s for p in selection.values() for s in _sentences(p, "dev")][:cfg.phase_dev_examples]
+    proc = DenoisingProcessor(train, tokenizer, cfg.dae_objective, cfg.dae_deletion_ratio, cfg.dae_mask_prob,
+                              data.batch_size, data.max_length, seed, dev)
+    if cfg.dae_objective == "mlm":
+        return masked_lm_around(model.bert, data.checkpoint), proc
+    return DenoisingAutoencoder(model.bert, model.pooling, cfg.dae_decoder_layers,
+                                init_from_encoder=cfg.dae_decoder_init == "encoder",
+                                tie_encoder_decoder=cfg.dae_tie_encoder_decoder), proc
+
+
+def _contrastive_phase(cfg: PhasesConfig, model, processors, selection, tokenizer, seed: int, data: PhaseData):
+    proc = ContrastiveProcessor(_labelled(processors, "train"), tokenizer, cfg.contrastive_loss,
+                                cfg.contrastive_temperature, cfg.imbalance_correction, cfg.imbalance_min_ratio,
+                                cfg.imbalance_max_ratio, cfg.stopword_p, data.batch_size, data.max_length, seed,
+                                _labelled(selection, "dev")[:cfg.phase_dev_examples],
+                                augmentation=cfg.contrastive_augmentation, balance_pairs=cfg.contrastive_balance_pairs)
+    return MultitaskBert(model.bert, tasks=(), pooling=model.pooling), proc  # an encoder with pooling, no heads
+
+
+BUILDERS = {"dae": _dae_phase, "contrastive": _contrastive_phase}  # phase -> (wrapper model, processor)
+
+
+def build_phase(phase: str, cfg: PhasesConfig, model, processors: Dict[str, object], tokenizer, seed: int,
+                data: PhaseData, selection: Optional[Dict[str, object]] = None):
     """(wrapper model sharing model.bert, processor) of one phase. Its dev loss (which picks the phase's best
     epoch) is read on the "dev" split of `selection`: the held-out training rows under --select_on heldout."""
-    dev_n, selection = args.phase_dev_examples, selection or processors
-    if phase == "dae":
-        train = [s for p in processors.values() for s in _sentences(p, "train")]
-        dev = [s for p in selection.values() for s in _sentences(p, "dev")][:dev_n]
-        proc = DenoisingProcessor(train, tokenizer, args.dae_objective, args.dae_deletion_ratio, args.dae_mask_prob,
-                                  args.batch_size, args.max_length, seed, dev)
-        if args.dae_objective == "mlm":
-            return masked_lm_around(model.bert, args.model), proc
-        return DenoisingAutoencoder(model.bert, model.pooling, args.dae_decoder_layers,
-                                    init_from_encoder=args.dae_decoder_init == "encoder",
-                                    tie_encoder_decoder=args.dae_tie_encoder_decoder), proc
-    if phase == "contrastive":
-        proc = ContrastiveProcessor(_labelled(processors, "train"), tokenizer, args.contrastive_loss,
-                                    args.contrastive_temperature, args.imbalance_correction, args.imbalance_min_ratio,
-                                    args.imbalance_max_ratio, args.stopword_p, args.batch_size, args.max_length, seed,
-                                    _labelled(selection, "dev")[:dev_n], augmentation=args.contrastive_augmentation,
-                                    balance_pairs=args.contrastive_balance_pairs)
-        return MultitaskBert(model.bert, tasks=(), pooling=model.pooling), proc  # an encoder with pooling, no heads
-    raise ValueError(f"unknown phase {phase!r}")
+    if phase not in BUILDERS:
+        raise ValueError(f"unknown phase {phase!r}")
+    return BUILDERS[phase](cfg, model, processors, selection or processors, tokenizer, seed, data)
 
 
 def dev_loss(model, processor, device) -> float:
@@ -152,20 +168,20 @@ def _phase_evaluator(processor):
     return evaluate
 
 
-def run_phases(args, model, processors: Dict[str, object], tokenizer, config,
+def run_phases(cfg: PhasesConfig, model, processors: Dict[str, object], tokenizer, config, data: PhaseData,
                selection: Optional[Dict[str, object]] = None) -> Dict[str, float]:
     """Train model.bert in place through each phase before fine-tuning. Returns {"<phase>_dev_loss": best}, each
     read on `selection`'s dev split (the fine-tuning's selection rows; default: dev)."""
     results = {}
-    phases = [p for p in getattr(args, "phases", ("finetune",)) if p != "finetune"]
+    phases = [p for p in cfg.phases if p != "finetune"]
     frozen = [p for p in model.bert.parameters() if not p.requires_grad]  # --option pretrain freezes for the last phase only
     for p in frozen:
         p.requires_grad = True
     for phase in phases:
-        wrapper, proc = build_phase(phase, args, model, processors, tokenizer, config.seed, selection)
+        wrapper, proc = build_phase(phase, cfg, model, processors, tokenizer, config.seed, data, selection)
         out_dir = Path(config.out_dir) / f"phase-{phase}"
         phase_config = dataclasses.replace(
-            config, epochs=getattr(args, f"{phase}_epochs"), lr=args.phase_lr, head_lr=args.phase_head_lr,
+            config, epochs=getattr(cfg, f"{phase}_epochs"), lr=cfg.phase_lr, head_lr=cfg.phase_head_lr,
             out_dir=str(out_dir), task_sampling="proportional", tasks_per_step=0, eval_every=0, patience=0,
             layer_lr_decay=1.0)  # LLRD is a fine-tuning lever: the phases train every layer at their lr
         print(f"--- phase {phase}: {len(proc)} training examples, {proc.num_batches()} batches per epoch, "
@@ -181,10 +197,10 @@ def run_phases(args, model, processors: Dict[str, object], tokenizer, config,
     return results
 
 
-def prepare_finetune(args, model) -> None:
+def prepare_finetune(cfg: PhasesConfig, model) -> None:
     """--finetune_encoder frozen: the reference's third phase, a head on a frozen encoder (no gradient, no
     dropout); the sentiment head becomes the reference's, which has its own dropout."""
-    if getattr(args, "finetune_encoder", "full") != "frozen":
+    if cfg.finetune_encoder != "frozen":
         return
     if set(model.heads) - {"sentiment"}:
         raise ValueError("--finetune_encoder frozen trains the reference's sentiment head: use it with sst or cfimdb")
