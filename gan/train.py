@@ -30,6 +30,7 @@ from tasks.engine.devices import pick_device  # noqa: E402
 from tasks.run import (REPO, add_task_file_args, base_parser, load_pretrained, make_evaluator,  # noqa: E402
                        parse_with_config, resolved_flags, task_args, task_files)
 from tasks.run_lock import claim_out_dir  # noqa: E402
+from tasks.configs import ModelConfig  # noqa: E402
 from tasks.engine.config import add_dataclass_args, dataclass_from_args  # noqa: E402
 from tasks.engine import TrainConfig, seed_everything  # noqa: E402
 
@@ -119,7 +120,7 @@ def train_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
     gan = dataclass_from_args(GanConfig, args)
     seed_everything(config.seed)
     device = pick_device(config.use_gpu)
-    tokenizer, encoder = load_pretrained(args)
+    tokenizer, encoder = load_pretrained(dataclass_from_args(ModelConfig, args))
     num_labels = get_task(task).num_classes
     model = GanBert(encoder, num_labels, gan, pooling=args.pooling)
     if args.option == "pretrain":

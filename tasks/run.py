@@ -27,11 +27,12 @@ from .engine.config import add_dataclass_args, dataclass_from_args
 from .engine.devices import pick_device
 from .engine.distributed import init_distributed, leave_distributed
 from .engine.param_groups import reinit_top_layers
-from .cli import Parser, add_shared_flag, config_tokens, configure_logging, fail
+from .cli import Parser, config_tokens, configure_logging, fail
+from .configs import DataConfig, ModelConfig
 from .data import get_task, hold_out
 from .inference import build_processor, dev_table, predict_and_write
 from .metrics import format_table, overall_score
-from .model import POOLINGS, MultitaskBert
+from .model import MultitaskBert
 from .para_augment import augment_processor
 from .run_lock import RESUMES, claim_out_dir
 from .saved_model import save_model_folder
@@ -47,36 +48,8 @@ def base_parser(description: str, cli: str, **train_defaults) -> Parser:
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="a JSON file of flag values, e.g. a run's run_config.json; the command line "
                              "overrides it (default: none)")
-    g = parser.add_argument_group("model")
-    add_shared_flag(g, "model")
-    g.add_argument("--option", choices=("pretrain", "finetune"), default="finetune",
-                   help="pretrain: freeze the encoder, train the heads only; finetune: update everything")
-    g.add_argument("--hidden_dropout_prob", type=float, default=0.1,
-                   help="dropout in the encoder's layers and on each head's input")
-    g.add_argument("--pooling", choices=POOLINGS, default="mean",
-                   help="the sentence vector: the mean of the token vectors, [CLS]'s, or the pooler's tanh(W h_CLS)")
-    g.add_argument("--max_length", type=int, default=128, help="tokens per sentence (or per joined pair)")
-    g.add_argument("--attn_implementation", choices=("sdpa", "manual"), default="sdpa",
-                   help="sdpa: torch's fused attention; manual: the written-out softmax(q kᵀ/√d) v")
-    g.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=False,
-                   help="recompute each layer's activations in the backward pass: less memory, more time")
-    g.add_argument("--reinit_layers", type=int, default=0,
-                   help="draw the top K encoder layers afresh before fine-tuning (tasks/engine/param_groups.py)")
-    g.add_argument("--head_dropout_samples", type=int, default=1,
-                   help="multi-sample dropout: in training, each head's output is the mean over K dropout masks")
-    g = parser.add_argument_group("data")
-    add_shared_flag(g, "data_dir")
-    g.add_argument("--max_examples", type=int, default=None,
-                   help="train and evaluate on a fixed random N rows of each file, for quick runs; test: every row "
-                        "(default: every row)")
-    g.add_argument("--batch_size", type=int, default=32, help="examples per training batch")
-    add_shared_flag(g, "predictions_dir")
-    g.add_argument("--predict_test", action=argparse.BooleanOptionalAction, default=True,
-                   help="also predict the unlabelled test split (off: dev only, e.g. for ablations)")
-    g.add_argument("--select_on", choices=("dev", "heldout"), default="dev",
-                   help="what picks the best epoch: dev (the coursework's way), or a fixed held-out share of the "
-                        "training rows, so that dev only reports (tasks/ablate.py's fair protocol)")
-    g.add_argument("--heldout_fraction", type=float, default=0.1, help="(--select_on heldout) share of training rows held out")
+    add_dataclass_args(parser.add_argument_group("model"), ModelConfig)
+    add_dataclass_args(parser.add_argument_group("data"), DataConfig)
     parser.group("data files", "each task's inputs and prediction files")  # filled by add_task_file_args
     add_dataclass_args(parser.add_argument_group("training"), TrainConfig, **train_defaults)
     techniques.add_technique_args(parser, cli)
@@ -162,12 +135,12 @@ def held_out_processor(processor, fraction: float):
     return copy
 
 
-def load_pretrained(args) -> Tuple[Tokenizer, BertModel]:
+def load_pretrained(cfg: ModelConfig) -> Tuple[Tokenizer, BertModel]:
     """The tokenizer and encoder --model names, built as the model flags say (dropout, attention, checkpointing)."""
-    encoder = BertModel.from_pretrained(args.model, hidden_dropout_prob=args.hidden_dropout_prob,
-                                        attn_implementation=args.attn_implementation,
-                                        gradient_checkpointing=args.gradient_checkpointing)
-    return Tokenizer.from_pretrained(args.model), encoder
+    encoder = BertModel.from_pretrained(cfg.model, hidden_dropout_prob=cfg.hidden_dropout_prob,
+                                        attn_implementation=cfg.attn_implementation,
+                                        gradient_checkpointing=cfg.gradient_checkpointing)
+    return Tokenizer.from_pretrained(cfg.model), encoder
 
 
 def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, *more, **options) -> Dict[str, float]:
@@ -188,30 +161,30 @@ def train_and_predict(args, tasks: List[str], files: Dict[str, Dict[str, str]], 
     and writes files, and the other ranks return {} after training.
     """
     started = time.time()
-    config = dataclass_from_args(TrainConfig, args)
+    config, m, d = (dataclass_from_args(cls, args) for cls in (TrainConfig, ModelConfig, DataConfig))
     rank, world_size, _ = init_distributed(config.use_gpu)
     log = print if rank == 0 else (lambda *a, **k: None)
     seed_everything(config.seed)
     device = pick_device(config.use_gpu)
-    tokenizer, encoder = load_pretrained(args)
+    tokenizer, encoder = load_pretrained(m)
     num_labels = get_task(tasks[0]).num_classes if tasks[0] in ("sst", "cfimdb") else 5
-    model = MultitaskBert(encoder, tasks, num_labels=num_labels, pooling=args.pooling, para_head=para_head,
-                          sts_head=sts_head, dropout=args.hidden_dropout_prob, max_length=args.max_length,
+    model = MultitaskBert(encoder, tasks, num_labels=num_labels, pooling=m.pooling, para_head=para_head,
+                          sts_head=sts_head, dropout=m.hidden_dropout_prob, max_length=m.max_length,
                           symmetric_pairs=symmetric_pairs, tokenizer=tokenizer, sts_cosine_map=sts_cosine_map,
-                          head_dropout_samples=args.head_dropout_samples)
-    if args.reinit_layers:  # after the heads' initialisation, which stays that of the default run
-        reinit_top_layers(model.bert, args.reinit_layers)
-    if args.option == "pretrain":
+                          head_dropout_samples=m.head_dropout_samples)
+    if m.reinit_layers:  # after the heads' initialisation, which stays that of the default run
+        reinit_top_layers(model.bert, m.reinit_layers)
+    if m.option == "pretrain":
         for p in model.bert.parameters():
             p.requires_grad = False
 
     processors = {}
     for name in tasks:  # read as the model's head config says, the same path as tasks/predict.py
-        splits = ("train", "dev", "test") if args.predict_test else ("train", "dev")
+        splits = ("train", "dev", "test") if d.predict_test else ("train", "dev")
         try:
             processors[name] = build_processor(
-                name, model, tokenizer, files[name], splits=splits, max_examples=args.max_examples,
-                batch_size=(batch_sizes or {}).get(name) or args.batch_size, seed=config.seed,
+                name, model, tokenizer, files[name], splits=splits, max_examples=d.max_examples,
+                batch_size=(batch_sizes or {}).get(name) or d.batch_size, seed=config.seed,
                 **({"loss_kind": sts_loss} if name == "sts" else {}))
         except (OSError, ValueError) as err:  # a missing, unreadable or empty data file: the user's to fix
             fail(Path(sys.argv[0]).name, err)
@@ -221,8 +194,8 @@ def train_and_predict(args, tasks: List[str], files: Dict[str, Dict[str, str]], 
         sizes = {s: len(p) for s, p in processors[name].splits.items()}
         log(f"{name}: {sizes['train']} train / {sizes['dev']} dev / {sizes['test']} test examples")
     selection = processors
-    if args.select_on == "heldout":  # choose the epoch on held-out training rows; dev is only reported
-        selection = {name: held_out_processor(p, args.heldout_fraction) for name, p in processors.items()}
+    if d.select_on == "heldout":  # choose the epoch on held-out training rows; dev is only reported
+        selection = {name: held_out_processor(p, d.heldout_fraction) for name, p in processors.items()}
         log(", ".join(f"{n}: {len(p.splits['dev'])} training rows held out to select on" for n, p in selection.items()))
     if rank == 0:
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
@@ -230,16 +203,16 @@ def train_and_predict(args, tasks: List[str], files: Dict[str, Dict[str, str]], 
 
     phases = dataclass_from_args(PhasesConfig, args)  # DAE / contrastive, if asked for
     phase_scores = run_phases(phases, model, processors, tokenizer, config,
-                              PhaseData(args.batch_size, args.max_length, args.model), selection)
+                              PhaseData(d.batch_size, m.max_length, m.model), selection)
     if "finetune" not in phases.phases:
         if rank == 0:
-            folder = save_encoder(model.bert, args.model, Path(config.out_dir) / "encoder")
+            folder = save_encoder(model.bert, m.model, Path(config.out_dir) / "encoder")
             print(f"phases {', '.join(phases.phases)} done; encoder saved to {folder} (pass it as --model)")
         leave_distributed()
         return phase_scores if rank == 0 else {}
 
     prepare_finetune(phases, model)  # --finetune_encoder frozen: the paper's third phase
-    meta = {"model": args.model, "heads": model.head_config(), "bert_config": encoder.config.to_dict(),
+    meta = {"model": m.model, "heads": model.head_config(), "bert_config": encoder.config.to_dict(),
             "argv": sys.argv[1:], "flags": resolved_flags(args)}
     trainer = Trainer(model, techniques.wrap_processors(args, model, processors, cli), config,
                       make_evaluator(selection, device), techniques.callbacks(args, model, cli, config.seed),
@@ -255,7 +228,7 @@ def train_and_predict(args, tasks: List[str], files: Dict[str, Dict[str, str]], 
     scores = predict_and_write(model, processors, files, device)
     scores["overall"] = overall_score(scores)
     folder = save_model_folder(model, tokenizer, Path(config.out_dir) / "model", card=dict(
-        base_checkpoint=args.model, argv=sys.argv, epoch=best["epoch"], dev_scores=scores,
+        base_checkpoint=m.model, argv=sys.argv, epoch=best["epoch"], dev_scores=scores,
         data_sizes={n: {s: len(v) for s, v in p.splits.items()} for n, p in processors.items()}))
     wall = time.time() - started
     print(f"\nbest: epoch {best['epoch']}, step {best['step']} of {trainer.progress.global_step}; dev scores "

@@ -25,3 +25,25 @@ def test_classifier_with_a_phase_rdrop_and_layer_decay(tiny_checkpoint, tiny_dat
                               "--predictions_dir", str(tmp_path / "pred"), "--phases", "dae,finetune",
                               "--rdrop_alpha", "1", "--layer_lr_decay", "0.9", "--reinit_layers", "1"])
     assert 0 <= scores["sst"] <= 1
+
+
+def test_model_and_data_flags_are_their_configs_fields_in_every_training_command():
+    """tasks/configs.py: each field of ModelConfig and DataConfig is one flag of the training commands, and the
+    config built from the parsed defaults is the dataclass's default config."""
+    import dataclasses
+
+    from gan import train as gan_train
+    from tasks import classifier, multitask
+    from tasks.configs import DataConfig, ModelConfig
+    from tasks.engine import dataclass_from_args
+    for parse_args in (multitask.parse_args, classifier.parse_args, gan_train.parse_args):
+        args = parse_args([])
+        for cls in (ModelConfig, DataConfig):
+            assert {f.name for f in dataclasses.fields(cls)} <= set(vars(args)), cls
+            # (the GAN's predictions go to predictions/gan by default)
+            assert dataclass_from_args(cls, args) == dataclasses.replace(cls(), **{
+                k: v for k, v in vars(args).items() if k == "predictions_dir" and k in vars(cls())}), cls
+    args = multitask.parse_args(["--pooling", "cls", "--max_examples", "7", "--no-predict_test"])
+    assert dataclass_from_args(ModelConfig, args).pooling == "cls"
+    data = dataclass_from_args(DataConfig, args)
+    assert (data.max_examples, data.predict_test) == (7, False)

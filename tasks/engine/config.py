@@ -24,11 +24,15 @@ def flag(default, help: str, **metadata):
 def add_dataclass_args(parser, cls, **defaults) -> None:
     """One --flag per dataclass field, typed from its annotation; `defaults` override the dataclass's.
     A field's help is its `metadata["help"]`; choices, type and metavar come from the metadata too, and
-    `metadata["unset"]` says what a None default means (shown as the default only while it is None)."""
+    `metadata["unset"]` says what a None default means (shown as the default only while it is None), and
+    `metadata["declared_by"]` is a function that adds a flag declared elsewhere (one that several commands share)."""
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         default = defaults.get(field.name, field.default)
         kind, meta = hints[field.name], dict(field.metadata)
+        if "declared_by" in meta:
+            meta["declared_by"](parser)
+            continue
         extra = {"help": meta.get("help")}
         if default is None and "unset" in meta:
             extra["help"] += f" (default: {meta['unset']})"
