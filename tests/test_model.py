@@ -6,9 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minibert import BertModel, Tokenizer
+from _tiny_multitask import tiny_multitask as _model, tiny_processor as _processor
 from tasks.model import cosine_to_unit, multi_sample_dropout, MultitaskBert
-from tasks.processors import PROCESSORS
 
 
 def test_multi_sample_dropout_is_the_mean_over_k_masks_in_training_and_one_pass_in_eval():
@@ -32,22 +31,6 @@ def test_cosine_maps():
     assert torch.allclose(5 * cosine_to_unit(cos, "affine"), torch.tensor([0.0, 2.0, 2.5, 3.75, 5.0]))
     with pytest.raises(ValueError):
         cosine_to_unit(cos, "sigmoid")
-
-
-FILES = {"sst": "ids-sst", "para": "quora", "sts": "sts"}
-
-
-def _model(checkpoint, tasks=("sst", "para", "sts"), encoder_dropout=0.0, **kw):
-    torch.manual_seed(0)
-    encoder = BertModel.from_pretrained(checkpoint, hidden_dropout_prob=encoder_dropout,
-                                        attention_probs_dropout_prob=0.0)
-    return MultitaskBert(encoder, tasks, tokenizer=Tokenizer.from_pretrained(checkpoint), **kw).train()
-
-
-def _processor(model, data, task, **kw):
-    form = {"para": {"form": model.para_mode}, "sts": {"form": "siamese" if model.sts_mode == "cosine" else "cross"}}
-    return PROCESSORS[task].from_files(task, model.tokenizer, train=data / f"{FILES[task]}-train.csv", max_examples=8,
-                                       batch_size=8, **form.get(task, {}), **kw)
 
 
 def test_head_dropout_samples_average_the_head_over_k_masks(tiny_checkpoint, tiny_data):

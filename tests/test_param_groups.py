@@ -3,11 +3,11 @@ the top layers; decay 1 is the old grouping."""
 import pytest
 import torch
 
-from minibert import BertModel, tiny_config, Tokenizer
+from _tiny_multitask import tiny_multitask as _model
+from minibert import BertModel, tiny_config
 from optim import is_no_decay
 from tasks.engine import TrainConfig, Trainer
 from tasks.engine.param_groups import layer_lr_scales, param_groups, reinit_top_layers
-from tasks.model import MultitaskBert
 
 
 def test_layer_lr_scales_follow_the_formula():
@@ -18,13 +18,6 @@ def test_layer_lr_scales_follow_the_formula():
         names[0]: d ** (L + 1), names[1]: d ** (L - 0), names[2]: d ** (L - 1), names[3]: d ** (L - 2), names[4]: 1.0})
     with pytest.raises(ValueError, match="no encoder layer"):
         layer_lr_scales(["w", "b"], 0.9)
-
-
-def _model(checkpoint, tasks=("sst", "para", "sts"), encoder_dropout=0.0, **kw):
-    torch.manual_seed(0)
-    encoder = BertModel.from_pretrained(checkpoint, hidden_dropout_prob=encoder_dropout,
-                                        attention_probs_dropout_prob=0.0)
-    return MultitaskBert(encoder, tasks, tokenizer=Tokenizer.from_pretrained(checkpoint), **kw).train()
 
 
 def _old_param_groups(model, lr, head_lr, weight_decay):

@@ -6,10 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minibert import BertModel, Tokenizer
+from _tiny_multitask import tiny_multitask as _model
 from tasks.data import PairExample
 from tasks.losses import mnrl_loss
-from tasks.model import MultitaskBert
 from tasks.processors import ParaphraseProcessor
 from tasks.techniques import REGISTRY
 from tasks.techniques.mnrl import MNRLConfig, MNRLProcessor, shared_question_mask
@@ -58,13 +57,6 @@ def test_pairs_that_share_a_question_are_not_each_others_negatives():
     expected = torch.zeros(4, 4, dtype=torch.bool)
     expected[0, 2] = expected[2, 0] = True
     assert torch.equal(mask, expected)
-
-
-def _model(checkpoint, tasks=("sst", "para", "sts"), encoder_dropout=0.0, **kw):
-    torch.manual_seed(0)
-    encoder = BertModel.from_pretrained(checkpoint, hidden_dropout_prob=encoder_dropout,
-                                        attention_probs_dropout_prob=0.0)
-    return MultitaskBert(encoder, tasks, tokenizer=Tokenizer.from_pretrained(checkpoint), **kw).train()
 
 
 PAIRS = [("how do i cook", "how can i cook", 1), ("what is a dog", "what is the dog", 1), ("why", "why not", 0),

@@ -6,10 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minibert import BertModel, Tokenizer
+from _tiny_multitask import tiny_multitask as _model, tiny_processor as _processor
 from tasks.losses import rdrop_consistency, similarity_loss, symmetric_kl
-from tasks.model import MultitaskBert
-from tasks.processors import PROCESSORS
 from tasks.techniques.adversarial import adversarial_processors
 from tasks.techniques.rdrop import rdrop_loss, RDropProcessor
 
@@ -44,22 +42,6 @@ def test_rdrop_consistency_per_output_kind():
 
 def test_rdrop_total_is_the_mean_task_loss_plus_alpha_times_the_consistency():
     assert float(rdrop_loss(torch.tensor(1.0), torch.tensor(3.0), torch.tensor(0.5), 4.0)) == pytest.approx(4.0)
-
-
-FILES = {"sst": "ids-sst", "para": "quora", "sts": "sts"}
-
-
-def _model(checkpoint, tasks=("sst", "para", "sts"), encoder_dropout=0.0, **kw):
-    torch.manual_seed(0)
-    encoder = BertModel.from_pretrained(checkpoint, hidden_dropout_prob=encoder_dropout,
-                                        attention_probs_dropout_prob=0.0)
-    return MultitaskBert(encoder, tasks, tokenizer=Tokenizer.from_pretrained(checkpoint), **kw).train()
-
-
-def _processor(model, data, task, **kw):
-    form = {"para": {"form": model.para_mode}, "sts": {"form": "siamese" if model.sts_mode == "cosine" else "cross"}}
-    return PROCESSORS[task].from_files(task, model.tokenizer, train=data / f"{FILES[task]}-train.csv", max_examples=8,
-                                       batch_size=8, **form.get(task, {}), **kw)
 
 
 @pytest.mark.parametrize("task,heads", [("sst", {}), ("para", {"para_head": "cross+siamese"}), ("sts", {})])
