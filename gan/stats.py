@@ -1,16 +1,14 @@
 """The GAN study's summary over seeds: mean ± sd, and the paired 95% interval of a method's difference against
-the baseline (tasks/stats.py). Within a seed, every method of a cell shares the labelled rows, D's initial weights and the batches of
+the baseline (tasks/studies/stats.py). Within a seed, every method of a cell shares the labelled rows, D's initial weights and the batches of
 labelled rows, so the per-seed difference removes what the seeds share; its t interval
 mean ± t(0.975, n − 1) · sd / √n is much narrower than the two methods' own spreads suggest.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict
-
 import numpy as np
 
-from tasks.stats import mean_sd, paired_interval  # noqa: F401  (re-exported: the GAN study's tables use them)
+from tasks.studies.stats import compare, mean_sd, paired_interval  # noqa: F401  (re-exported for the GAN study)
 
 
 FAKE_COLUMNS = ["chance", "probe_acc", "centroid_acc", "spread", "coverage", "class_coverage", "precision", "off_subspace",
@@ -26,24 +24,31 @@ def summarize(rows, baseline: str = "plain", baseline_any_unlabeled: bool = Fals
     against `baseline` over seeds (diff_mean, diff_lo, diff_hi), and the mean of each fake measure present.
     baseline_any_unlabeled: the baseline ran once per labelled fraction (at unlabelled 0) and serves every
     unlabelled amount (the frozen mode's "plain")."""
-    groups: Dict[tuple, Dict[int, dict]] = {}
-    for r in rows:
-        groups.setdefault((r["method"], float(r["labeled_fraction"]), float(r["unlabeled_fraction"])), {})[int(r["seed"])] = r
+    cell = lambda r: (r["method"], float(r["labeled_fraction"]), float(r["unlabeled_fraction"]))  # noqa: E731
+    cells = {cell(r) for r in rows}
+
+    def base_of(arm):
+        _, f, u = arm
+        if (baseline, f, u) in cells:
+            return (baseline, f, u)
+        return (baseline, f, 0.0) if baseline_any_unlabeled and (baseline, f, 0.0) in cells else None
+
     order = {"plain": 0, "ganbert": 1, "acganbert": 2}
+    arms = sorted(cells, key=lambda a: (a[1], a[2], order.get(a[0], 9)))
     out = []
-    for (method, f, u), by_seed in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][2], order.get(kv[0][0], 9))):
-        acc = {s: float(r["dev_accuracy"]) for s, r in by_seed.items()}
-        mean, sd = mean_sd(list(acc.values()))
-        row = {"method": method, "labeled_fraction": f, "unlabeled_fraction": u, "seeds": len(acc),
-               "mean_dev_accuracy": round(mean, 4), "sd_dev_accuracy": round(sd, 4)}
-        base = groups.get((baseline, f, u)) or (groups.get((baseline, f, 0.0)) if baseline_any_unlabeled else None)
-        if method != baseline and base:
-            d = paired_interval(acc, {s: float(r["dev_accuracy"]) for s, r in base.items()})
-            row.update(diff_mean=round(d["mean"], 4), diff_lo=round(d["lo"], 4), diff_hi=round(d["hi"], 4))
-        for c in FAKE_COLUMNS:
-            values = [_float(r.get(c)) for r in by_seed.values()]
+    for c in compare(rows, arm=cell, metrics={"dev_accuracy": lambda r: float(r["dev_accuracy"])}, baseline=base_of,
+                     seed=lambda r: int(r["seed"]), order=arms):
+        (method, f, u), by_seed = c["arm"], {int(r["seed"]): r for r in c["records"]}
+        row = {"method": method, "labeled_fraction": f, "unlabeled_fraction": u, "seeds": len(by_seed),
+               "mean_dev_accuracy": round(c["mean"]["dev_accuracy"], 4),
+               "sd_dev_accuracy": round(c["sd"]["dev_accuracy"] if c["n"] > 1 else 0.0, 4)}
+        if c["diffs"] is not None:
+            p = c["paired"]
+            row.update(diff_mean=round(p["mean"], 4), diff_lo=round(p["lo"], 4), diff_hi=round(p["hi"], 4))
+        for col in FAKE_COLUMNS:
+            values = [_float(r.get(col)) for r in by_seed.values()]
             values = [v for v in values if v == v]
             if values:
-                row[c] = round(float(np.mean(values)), 4)
+                row[col] = round(float(np.mean(values)), 4)
         out.append(row)
     return out

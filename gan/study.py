@@ -14,8 +14,8 @@ data, each batch with the same labelled rows, and each evaluation logs the probe
 G's fakes (gan/probe.py). "plain" cannot use unlabelled rows, so in this mode it runs once per seed and
 labelled fraction and is the baseline of every unlabelled amount.
 Flags this script does not know are passed to every run (gan/train.py's flags: --lr, --batch_size, --model,
---noise_dim, --g_lr, ...). Writes, under --out_dir: results.csv (one row per finished cell, appended as it
-finishes), summary.csv (mean, sd, the paired 95% interval against plain), study-{task}.png, and
+--noise_dim, --g_lr, ...). Writes, under --out_dir: results.jsonl (one line per finished cell, written as it
+finishes; the one study runner, tasks/studies/runner.py), summary.csv and table.md (mean, sd, the paired 95% interval against plain), study-{task}.png, and
 cells/<cell>/ with each run's metrics.jsonl (and, fine-tuned, its log and plots).
 """
 from __future__ import annotations
@@ -34,7 +34,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 from gan import train  # noqa: E402
 from gan.frozen import FrozenConfig, cached_embeddings, run_cell  # noqa: E402
@@ -45,6 +44,8 @@ from gan.probe import fit_reference  # noqa: E402
 from gan.stats import FAKE_COLUMNS, summarize  # noqa: E402
 from tasks.data import get_task  # noqa: E402
 from tasks.run import task_files  # noqa: E402
+from tasks.studies.report import write_table  # noqa: E402
+from tasks.studies.runner import Study  # noqa: E402
 
 PASSTHROUGH = "Any other flag goes to every run of gan/train.py (see python gan/train.py --help)."
 KEY = ("task", "method", "labeled_fraction", "unlabeled_fraction", "seed")
@@ -122,15 +123,14 @@ def cell_name(cell) -> str:
     return "{task}-{method}-l{labeled_fraction:g}-u{unlabeled_fraction:g}-s{seed}".format(**cell)
 
 
-def _key(row) -> tuple:
-    return (row["task"], row["method"], float(row["labeled_fraction"]), float(row["unlabeled_fraction"]), int(row["seed"]))
-
-
-def read_results(path):
+def read_legacy_csv(path):
+    """The cells of a results.csv, which this study wrote before it kept results.jsonl (numbers typed again)."""
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    typed = {"labeled_fraction": float, "unlabeled_fraction": float, "seed": int}
+    return [{k: typed[k](v) if k in typed else v for k, v in r.items() if v != ""} for r in rows]
 
 
 def fine_tuned_runner(args, passthrough, out):
@@ -179,34 +179,23 @@ def main(argv=None):
     args, passthrough = parse_args(argv)
     out = Path(args.out_dir)
     columns = FROZEN_COLUMNS if args.frozen else COLUMNS
-    results_path = out / "results.csv"
-    if results_path.is_file() and not (args.resume or args.overwrite):
-        sys.exit(f"{results_path} exists: pass --resume to continue it, or --overwrite to start over")
     if args.overwrite:
-        results_path.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    done = {_key(r) for r in read_results(results_path)}
+        for old in ("results.jsonl", "results.csv"):
+            (out / old).unlink(missing_ok=True)
+    budget = {"epochs": args.epochs, "max_examples": args.max_examples, "frozen": args.frozen, "passthrough": passthrough,
+              **({k: getattr(args, k) for k in ("steps", "labeled_per_batch", "unlabeled_per_batch", "d_lr", "eval_every")}
+                 if args.frozen else {})}
+    study = Study(out, key=KEY, budget=budget, resume=args.resume, legacy=lambda: read_legacy_csv(out / "results.csv"))
     cells = grid(args)
-    todo = [c for c in cells if _key(c) not in done]
-    print(f"{len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run; results in {results_path}")
-    if not results_path.is_file():
-        with open(results_path, "w", newline="", encoding="utf-8") as f:
-            csv.DictWriter(f, columns).writeheader()
+    todo = [c for c in cells if study.find(c) is None]
     if args.frozen:
         torch.set_num_threads(args.threads)
     run = (frozen_runner if args.frozen else fine_tuned_runner)(args, passthrough, out) if todo else None
 
     started = time.time()
-    bar = tqdm(todo, desc="grid", dynamic_ncols=True)
-    for cell in bar:
-        bar.set_description(f"grid: {cell_name(cell)}")
-        result = run(cell)
-        row = {**cell, **{k: result[k] for k in columns if k in result}}
-        with open(results_path, "a", newline="", encoding="utf-8") as f:
-            csv.DictWriter(f, columns).writerow(row)
-        bar.set_postfix(last=f"{cell['method']} {result['dev_accuracy']:.3f}")
-
-    rows = read_results(results_path)
+    study.run(cells, lambda cell: {k: v for k, v in run(cell).items() if k in columns and k not in KEY}, desc="grid",
+              name=cell_name)
+    rows = study.records
     summary = summarize(rows, baseline_any_unlabeled=args.frozen)
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, list(dict.fromkeys(k for s in summary for k in s)) or ["method"], restval="")
@@ -219,8 +208,9 @@ def main(argv=None):
         png = plot_study(rows, out / f"study-{args.task}.png",
                          title=f"{args.task.upper()}: dev accuracy vs labelled data ({args.epochs} epochs)")
     print(f"\n{len(todo)} cells in {(time.time() - started) / 60:.1f} min\n")
-    print(markdown_table(summary))
-    print(f"\nwrote {results_path}, {out / 'summary.csv'} and {png}")
+    write_table(out / "table.md", "", *markdown_rows(summary))
+    print((out / "table.md").read_text(encoding="utf-8"))
+    print(f"wrote {study.path}, {out / 'summary.csv'}, {out / 'table.md'} and {png}")
     return summary
 
 
@@ -228,19 +218,18 @@ def _num(x, digits=3):
     return "" if x in ("", None) or x != x else f"{float(x):.{digits}f}"
 
 
-def markdown_table(summary) -> str:
+def markdown_rows(summary):
     """The summary as the README's table: dev accuracy, the paired difference against plain, the fakes' numbers."""
-    head = ("| method | labelled | unlabelled | seeds | dev accuracy | − plain [95% CI] | probe | centroid | spread "
-            "| coverage | class cov. |")
-    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    columns = ["method", "labelled", "unlabelled", "seeds", "dev accuracy", "− plain [95% CI]", "probe", "centroid",
+               "spread", "coverage", "class cov."]
+    rows = []
     for s in summary:
-        diff = "" if s["method"] == "plain" else \
+        diff = "" if "diff_mean" not in s else \
             f"{float(s['diff_mean']):+.3f} [{float(s['diff_lo']):+.3f}, {float(s['diff_hi']):+.3f}]"
-        lines.append(f"| {s['method']} | {s['labeled_fraction']:g} | {s['unlabeled_fraction']:g} | {s['seeds']} | "
-                     f"{s['mean_dev_accuracy']:.3f} ± {s['sd_dev_accuracy']:.3f} | {diff} | "
-                     + " | ".join(_num(s.get(c)) for c in ("probe_acc", "centroid_acc", "spread", "coverage",
-                                                            "class_coverage")) + " |")
-    return "\n".join(lines)
+        rows.append([s["method"], f"{s['labeled_fraction']:g}", f"{s['unlabeled_fraction']:g}", s["seeds"],
+                     f"{s['mean_dev_accuracy']:.3f} ± {s['sd_dev_accuracy']:.3f}", diff,
+                     *(_num(s.get(c)) for c in ("probe_acc", "centroid_acc", "spread", "coverage", "class_coverage"))])
+    return columns, rows, [0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
 
 
 if __name__ == "__main__":

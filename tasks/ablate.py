@@ -14,7 +14,7 @@ the same data, fine-tuning epochs, batch size and learning rate; only the techni
 phases (DAE, contrastive) are extra passes over the same training data: they are not counted in --epochs
 but listed in the table's "extra epochs" column, and every cell's wall time (its phases' included) is measured,
 so the cost of a technique is visible beside its score. A seed's phases are trained once and reused by every
-cell that needs them, whatever its learning rate or --finetune_encoder (tasks/phase_cache.py). Writes, under
+cell that needs them, whatever its learning rate or --finetune_encoder (tasks/studies/phase_cache.py). Writes, under
 --out_dir, as soon as each cell finishes:
 
     results.jsonl   one line per finished cell (what --resume reads)
@@ -28,8 +28,6 @@ import argparse
 import dataclasses
 import gc
 import itertools
-import json
-import math
 import os
 import shlex
 import shutil
@@ -48,8 +46,10 @@ from tasks import classifier  # noqa: E402
 from tasks.data import get_task  # noqa: E402
 from tasks import techniques  # noqa: E402
 from tasks.engine.checkpointing import read_jsonl  # noqa: E402
-from tasks.phase_cache import cached_phases  # noqa: E402
-from tasks.stats import mean_sd, paired_interval, verdict  # noqa: E402
+from tasks.studies.phase_cache import cached_phases  # noqa: E402
+from tasks.studies.report import interval_text, paired_chart, write_table  # noqa: E402
+from tasks.studies.runner import Study  # noqa: E402
+from tasks.studies.stats import compare  # noqa: E402
 from tasks.run import parse_with_config, resolved_flags, run, task_files  # noqa: E402
 
 ARMS = techniques.arms()  # name -> (flags, what it is), from each technique's module
@@ -84,22 +84,17 @@ def technique_args(name: str):
 def summarize(records: Sequence[dict], order: Sequence[str]) -> List[dict]:
     """One row per technique: n, mean and sample sd (ddof=1) of the dev score, Δ mean against 'plain', the paired
     95% interval of the per-seed difference against plain and its verdict, the learning rate, mean wall time."""
+    main = [r for r in records if r.get("stage", "main") == "main"]
     rows = []
-    records = [r for r in records if r.get("stage", "main") == "main"]
-    base = {r["seed"]: r["score"] for r in records if r["technique"] == "plain"}
-    for name in order:
-        mine = [r for r in records if r["technique"] == name]
-        if not mine:
-            continue
-        scores = {r["seed"]: r["score"] for r in mine}
-        mean, sd = mean_sd(list(scores.values()))
-        paired = paired_interval(scores, base) if name != "plain" else {"lo": math.nan, "hi": math.nan}
-        rows.append({"technique": name, "n": len(scores), "mean": mean, "sd": sd if len(scores) > 1 else float("nan"),
-                     "delta": mean - float(np.mean(list(base.values()))) if base else float("nan"),
-                     "lo": paired["lo"], "hi": paired["hi"], "verdict": verdict(paired) if name != "plain" else "",
-                     "lr": mine[0].get("lr"), "params": mine[0].get("params", {}), "extra_epochs": mine[0]["extra_epochs"],
-                     "wall_seconds": float(np.mean([r["wall_seconds"] for r in mine]))})
-    return rows
+    for c in compare(main, arm=lambda r: r["technique"], metrics={"score": lambda r: r["score"]},
+                     baseline=lambda t: "plain", order=order):
+        mine = c["records"]
+        rows.append({"technique": c["arm"], "n": c["n"], "mean": c["mean"]["score"], "sd": c["sd"]["score"],
+                     "delta": c["delta"]["score"] if c["delta"] else float("nan"), "lo": c["paired"]["lo"],
+                     "hi": c["paired"]["hi"], "verdict": c["verdict"], "lr": mine[0].get("lr"),
+                     "params": mine[0].get("params", {}), "extra_epochs": mine[0]["extra_epochs"],
+                     "wall_seconds": float(np.mean([r["wall_seconds"] for r in mine])), "compared": c})
+    return [r for r in rows if r["technique"] in order]
 
 
 def write_tables(rows: List[dict], out_dir: Path, metric: str, header: str) -> None:
@@ -112,35 +107,18 @@ def write_tables(rows: List[dict], out_dir: Path, metric: str, header: str) -> N
             tuned = " ".join(f"{k}={v}" for k, v in r["params"].items())
             f.write(f"{r['technique']},{r['n']},{r['mean']:.6f},{r['sd']:.6f},{r['delta']:.6f},{r['lo']:.6f},{r['hi']:.6f},"
                     f"{r['verdict']},{r['lr']},{r['extra_epochs']},{r['wall_seconds']:.1f},{tuned}\n")
-    lines = [header, "", f"| technique | what | seeds | lr | dev {metric} (mean ± sd) | Δ vs plain | paired 95% interval | "
-             "verdict | extra epochs | wall s / run |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    table = []
     for r in rows:
-        interval = f"[{r['lo']:+.4f}, {r['hi']:+.4f}]" if r["technique"] != "plain" else ""
         tuned = "".join(f", {k} {v}" for k, v in r["params"].items())
-        lines.append(f"| {r['technique']} | {technique_args(r['technique'])[2]} | {r['n']} | {r['lr']:g}{tuned} | "
-                     f"{r['mean']:.4f} ± {r['sd']:.4f} | {r['delta']:+.4f} | {interval} | {r['verdict']} | "
-                     f"{r['extra_epochs']} | {r['wall_seconds']:.1f} |")
-    (out_dir / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 4))
-    x = np.arange(len(rows))
-    ax.bar(x, [r["mean"] for r in rows], yerr=[0 if np.isnan(r["sd"]) else r["sd"] for r in rows], capsize=4,
-           color=["#888888" if r["technique"] == "plain" else "#4477aa" for r in rows])
-    plain = [r["mean"] for r in rows if r["technique"] == "plain"]
-    if plain:
-        ax.axhline(plain[0], color="#888888", linestyle="--", linewidth=1)
-    lows = [r["mean"] - (0 if np.isnan(r["sd"]) else r["sd"]) for r in rows]
-    highs = [r["mean"] + (0 if np.isnan(r["sd"]) else r["sd"]) for r in rows]
-    span = max(highs) - min(lows) or 0.01
-    ax.set_ylim(max(0.0, min(lows) - span), max(highs) + 0.5 * span)
-    ax.set_xticks(x, [r["technique"] for r in rows], rotation=30, ha="right")
-    ax.set_ylabel(f"dev {metric} (mean ± sd, n = {max(r['n'] for r in rows)})")
-    fig.tight_layout()
-    fig.savefig(out_dir / "chart.png", dpi=120)
-    plt.close(fig)
+        table.append([r["technique"], technique_args(r["technique"])[2], r["n"], f"{r['lr']:g}{tuned}",
+                      f"{r['mean']:.4f} ± {r['sd']:.4f}", f"{r['delta']:+.4f}",
+                      interval_text(r["compared"]) if r["technique"] != "plain" else "", r["verdict"],
+                      r["extra_epochs"], f"{r['wall_seconds']:.1f}"])
+    write_table(out_dir / "table.md", header, ["technique", "what", "seeds", "lr", f"dev {metric} (mean ± sd)",
+                                               "Δ vs plain", "paired 95% interval", "verdict", "extra epochs",
+                                               "wall s / run"], table, right=[0, 0, 1, 1, 1, 1, 1, 0, 1, 1])
+    paired_chart([r["compared"] for r in rows], out_dir / "chart.png", ["score"], [f"dev {metric}"],
+                 ylabel="difference against plain, per seed")
 
 
 ABLATE_ONLY = ("task", "techniques", "seeds", "keep_checkpoints", "lr_grid", "tune_seed", "tune_grid", "phase_cache")
@@ -169,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep_checkpoints", action="store_true", help="keep each cell's checkpoints (large)")
     g.add_argument("--phase_cache", default=None, metavar="DIR",
                    help="where each seed's phases (DAE, contrastive) are trained once and reused by every cell and grid "
-                        "that needs them (tasks/phase_cache.py; default: <out_dir>/phases)")
+                        "that needs them (tasks/studies/phase_cache.py; default: <out_dir>/phases)")
     return p
 
 
@@ -230,52 +208,37 @@ def main(argv=None):
     args = parse_args(argv)
     started = time.time()
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results_file = out_dir / "results.jsonl"
     budget = {k: v for k, v in resolved_flags(args).items()
               if k not in PER_CELL and k not in ABLATE_ONLY or k in ("task", "lr_grid", "tune_seed")}
     if args.tune_grid:  # only when given, so a grid from before --tune_grid existed still resumes
         budget["tune_grid"] = args.tune_grid
-    records = read_jsonl(results_file)
-    if records and not args.resume:
-        sys.exit(f"{results_file} already holds {len(records)} cells: pass --resume to continue it, or a new --out_dir")
-    defaults = resolved_flags(build_parser().parse_args([]))
-    for r in records:  # a grid from before a flag existed ran at that flag's default: fill it in to compare
-        r["budget"] = {**{k: defaults[k] for k in budget if k not in r["budget"] and k in defaults}, **r["budget"]}
-    if any(r["budget"] != budget for r in records):
-        sys.exit(f"{results_file} was made with another budget ({records[0]['budget']}); use a new --out_dir")
+    # a grid from before a flag existed ran at that flag's default, and its records have no params or stage
+    study = Study(out_dir, key=("technique", "seed", "lr", "stage", "params"), budget=budget, resume=args.resume,
+                  key_defaults={"stage": "main", "params": {}},
+                  budget_defaults=resolved_flags(build_parser().parse_args([])))
     metric = get_task(args.task).metric
     phase_cache = Path(args.phase_cache or out_dir / "phases")
     train = lambda c: run(c, [args.task], {args.task: task_files(c, args.task, args.task)}, "classifier")  # noqa: E731
     command = "python tasks/ablate.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    order = list(dict.fromkeys(["plain", *args.techniques]))
 
-    def run_cell(technique: str, seed: int, lr: float, stage: str, params: dict) -> dict:
-        """One cell, skipped when results.jsonl already has it; appended there as soon as it finishes."""
-        for r in records:
-            if ((r["technique"], r["seed"], r.get("lr"), r.get("stage", "main"), r.get("params", {}))
-                    == (technique, seed, lr, stage, params)):
-                return r
+    def run_cell(cell: dict) -> dict:
+        technique, seed, lr, stage, params = (cell[k] for k in study.key)
         tried = "".join(f"-{k}{v}" for k, v in params.items())
         cell_dir = out_dir / (f"{technique}-seed{seed}" + (f"-lr{lr:g}{tried}" if stage == "tune" else ""))
-        cell = cell_args(args, technique, seed, cell_dir, lr, params)
+        cell_ns = cell_args(args, technique, seed, cell_dir, lr, params)
         tqdm.write(f"=== {stage}: {technique}, seed {seed}, lr {lr:g}{tried} ===")
-        phases, phase_seconds = cell.phases[:-1], 0.0
+        phases, phase_seconds = cell_ns.phases[:-1], 0.0
         if phases:  # trained once per seed (and phase setting), then every cell starts from the saved encoder
-            cell.model, phase_seconds = cached_phases(cell, phases, phase_cache, train)
-            cell.phases = ("finetune",)
+            cell_ns.model, phase_seconds = cached_phases(cell_ns, phases, phase_cache, train)
+            cell_ns.phases = ("finetune",)
         t0 = time.time()
-        scores = train(cell)
+        scores = train(cell_ns)
         history = [r for r in read_jsonl(cell_dir / "metrics.jsonl") if "final" not in r]
-        record = {"technique": technique, "seed": seed, "lr": lr, "params": params, "stage": stage,
-                  "score": scores[args.task],
-                  "selection": max(h["dev"]["score"] for h in history), "metric": metric,
+        record = {"score": scores[args.task], "selection": max(h["dev"]["score"] for h in history), "metric": metric,
                   "wall_seconds": round(time.time() - t0 + phase_seconds, 1), "phase_seconds": round(phase_seconds, 1),
                   "finetune_epochs": args.epochs,
-                  "extra_epochs": sum(getattr(cell, f"{p}_epochs") for p in technique_args(technique)[0]),
-                  "budget": budget}
-        with open(results_file, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        records.append(record)
+                  "extra_epochs": sum(getattr(cell_ns, f"{p}_epochs") for p in technique_args(technique)[0])}
         if not args.keep_checkpoints:  # the checkpoints and the saved model: large, and the record is kept
             shutil.rmtree(cell_dir / "model", ignore_errors=True)
             for path in cell_dir.rglob("*.safetensors"):
@@ -283,21 +246,23 @@ def main(argv=None):
         gc.collect()
         return record
 
+    def cell(technique, seed, lr, stage, params):
+        return {"technique": technique, "seed": seed, "lr": lr, "stage": stage, "params": params}
+
     chosen = {}
     for technique in args.techniques:  # each arm's lr (and own flags), chosen on the held-out rows of the tuning seed
         points = tuning_points(technique, args.lr_grid, args.tune_grid, args.lr)
         if len(points) > 1:
-            best = max((run_cell(technique, args.tune_seed, lr, "tune", params) for lr, params in points),
-                       key=lambda r: r["selection"])
+            tried = study.run([cell(technique, args.tune_seed, lr, "tune", params) for lr, params in points], run_cell,
+                              desc=f"tuning {technique}")
+            best = max(tried, key=lambda r: r["selection"])
             points = [(best["lr"], best["params"])]
         chosen[technique] = points[0]
-    bar = tqdm([(t, s) for s in args.seeds for t in args.techniques], desc="ablation grid", dynamic_ncols=True, position=0)
-    for technique, seed in bar:
-        bar.set_postfix(cell=f"{technique}/seed {seed}")
-        lr, params = chosen[technique]
-        run_cell(technique, seed, lr, "main", params)
-        rows = summarize(records, list(dict.fromkeys(["plain", *args.techniques])))
-        write_tables(rows, out_dir, metric, f"Ablation on {args.task} (dev {metric}); command: `{command}`")
+    write = lambda records: write_tables(summarize(records, order), out_dir, metric,  # noqa: E731
+                                         f"Ablation on {args.task} (dev {metric}); command: `{command}`")
+    study.run([cell(t, s, chosen[t][0], "main", chosen[t][1]) for s in args.seeds for t in args.techniques],
+              run_cell, after=write, desc="ablation grid", name=lambda c: f"{c['technique']}/seed {c['seed']}")
+    records = study.records
 
     rows = summarize(records, list(dict.fromkeys(["plain", *args.techniques])))
     wall = time.time() - started

@@ -84,18 +84,6 @@ def test_held_out_rows_are_fixed_disjoint_and_the_given_share():
         hold_out(rows, 1.0)
 
 
-def test_paired_interval_and_verdict_by_hand():
-    from scipy.stats import t
-    from tasks.stats import paired_interval, verdict
-    a, b = {1: 0.50, 2: 0.52, 3: 0.49}, {1: 0.47, 2: 0.495, 3: 0.462, 4: 0.9}  # seed 4 has no pair: left out
-    d = np.array([0.03, 0.025, 0.028])
-    half = t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
-    got = paired_interval(a, b)
-    assert got["n"] == 3 and got["lo"] == pytest.approx(d.mean() - half) and got["hi"] == pytest.approx(d.mean() + half)
-    assert verdict(got) == "helps" and verdict({"lo": -0.1, "hi": 0.1}) == "no difference shown"
-    assert verdict({"lo": -0.3, "hi": -0.1}) == "harms"
-
-
 @pytest.mark.filterwarnings("ignore:.*no checkpoint at")
 def test_fair_protocol_tunes_each_arms_lr_on_held_out_rows_then_reports_dev_with_paired_intervals(
         tiny_checkpoint, tiny_data, tmp_path):

@@ -17,6 +17,10 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+def _records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def _data_ids(path):
     with open(path, newline="", encoding="utf-8") as f:
         return [r["id"] for r in csv.DictReader(f, delimiter="\t")]
@@ -63,20 +67,18 @@ def test_study_cli_writes_csv_and_plot_and_resume_skips_finished_cells(tiny_chec
     argv = ["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--epochs", "1", *TINY,
             "--fractions", "0.5", "1", "--unlabeled", "1", "--seeds", "1", "--out_dir", str(tmp_path)]
     study.main(argv)
-    rows = _rows(tmp_path / "results.csv")
+    rows = _records(tmp_path / "results.jsonl")
     assert len(rows) == 6 and {r["method"] for r in rows} == {"plain", "ganbert", "acganbert"}
-    for f in ("0.5", "1.0"):
+    for f in (0.5, 1.0):
         assert len({r["steps_per_epoch"] for r in rows if r["labeled_fraction"] == f}) == 1  # the same budget
     assert all(0.0 <= float(r["dev_accuracy"]) <= 1.0 for r in rows)
     assert (tmp_path / "study-sst.png").stat().st_size > 1000 and len(_rows(tmp_path / "summary.csv")) == 6
     assert not list(tmp_path.glob("cells/*/best.*"))  # checkpoints dropped once a cell is recorded
     for r in rows:  # the fakes' probe at the kept epoch, in the fine-tuned encoder's space: GANs only
         if r["method"] == "plain":
-            assert r["probe_acc"] == "" and r["spread"] == ""
+            assert r.get("probe_acc") is None and r.get("spread") is None
             continue
-        log = [json.loads(x) for x in (tmp_path / "cells" / study.cell_name(
-            {**r, "labeled_fraction": float(r["labeled_fraction"]), "unlabeled_fraction": float(r["unlabeled_fraction"])})
-            / "metrics.jsonl").read_text().splitlines()]
+        log = [json.loads(x) for x in (tmp_path / "cells" / study.cell_name(r) / "metrics.jsonl").read_text().splitlines()]
         kept = next(h for h in log if h.get("epoch") == int(r["best_epoch"]) and "dev" in h and "fakes" in h["dev"])
         conditional = r["method"] == "acganbert"  # GAN-BERT's G has no class to read back
         for c in ("spread", "coverage", *(("probe_acc", "class_coverage") if conditional else ())):
@@ -87,8 +89,8 @@ def test_study_cli_writes_csv_and_plot_and_resume_skips_finished_cells(tiny_chec
     capsys.readouterr()
     study.main(argv[:-4] + ["--seeds", "1", "2", "--out_dir", str(tmp_path), "--resume", "--methods", "plain"])
     assert "4 cells, 2 already finished, 2 to run" in capsys.readouterr().out
-    rows2 = _rows(tmp_path / "results.csv")
-    assert rows2[:6] == rows and [(r["method"], r["seed"]) for r in rows2[6:]] == [("plain", "2"), ("plain", "2")]
+    rows2 = _records(tmp_path / "results.jsonl")
+    assert rows2[:6] == rows and [(r["method"], r["seed"]) for r in rows2[6:]] == [("plain", 2), ("plain", 2)]
 
 
 def test_embeddings_cli_prints_probe_accuracy_against_chance(tiny_checkpoint, tiny_data, tmp_path, capsys):
@@ -111,12 +113,12 @@ def test_frozen_study_holds_the_steps_fixed_and_logs_the_fakes(tiny_checkpoint, 
             "--labeled_per_batch", "4", "--unlabeled_per_batch", "4", "--embeddings", str(tmp_path / "emb.pt"),
             "--out_dir", str(tmp_path / "study")]
     summary = study.main(argv)
-    rows = _rows(tmp_path / "study" / "results.csv")
+    rows = _records(tmp_path / "study" / "results.jsonl")
     assert len(rows) == 2 * (1 + 2 * 2)  # per seed: plain once, two GANs at two unlabelled amounts
-    assert {r["steps"] for r in rows} == {"6"} and {r["unlabeled"] for r in rows if r["method"] == "plain"} == {"0"}
+    assert {r["steps"] for r in rows} == {6} and {r["unlabeled"] for r in rows if r["method"] == "plain"} == {0}
     ac = [r for r in rows if r["method"] == "acganbert"]
-    assert all(0 <= float(r["probe_acc"]) <= 1 and float(r["chance"]) == 0.2 and r["class_coverage"] for r in ac)
-    assert all(r["probe_acc"] == "" and r["coverage"] for r in rows if r["method"] == "ganbert")
+    assert all(0 <= r["probe_acc"] <= 1 and r["chance"] == 0.2 and "class_coverage" in r for r in ac)
+    assert all(r.get("probe_acc") is None and "coverage" in r for r in rows if r["method"] == "ganbert")
     gan = [s for s in summary if s["method"] != "plain"]
     assert len(gan) == 4 and all(s["seeds"] == 2 and s["diff_lo"] <= s["diff_mean"] <= s["diff_hi"] for s in gan)
     assert (tmp_path / "study" / "study-sst-frozen.png").stat().st_size > 1000 and (tmp_path / "emb.pt").is_file()
@@ -126,7 +128,7 @@ def test_frozen_study_holds_the_steps_fixed_and_logs_the_fakes(tiny_checkpoint, 
 
     study.main(argv[:-2] + ["--out_dir", str(tmp_path / "study"), "--resume", "--seeds", "1", "2", "3"])
     assert "15 cells, 10 already finished, 5 to run" in capsys.readouterr().out
-    assert _rows(tmp_path / "study" / "results.csv")[:10] == rows
+    assert _records(tmp_path / "study" / "results.jsonl")[:10] == rows
 
 
 @pytest.mark.parametrize("argv,message", [(["--labeled_fraction", "0"], "--labeled_fraction"),

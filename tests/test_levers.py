@@ -1,14 +1,12 @@
-"""benchmarks/levers.py: every arm runs the multitask CLI with only its flags changed, a finished cell is read
+"""tasks/levers.py: every arm runs the multitask CLI with only its flags changed, a finished cell is read
 back instead of re-run, and the table's deltas are against base."""
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import levers  # noqa: E402
+from tasks import levers
 
 
 def _write_metrics(cell: Path, dev_by_epoch, best_epoch, logged=None):
@@ -120,7 +118,7 @@ def test_two_arms_end_to_end_then_a_rerun_reads_them_back(tiny_checkpoint, tiny_
 
 
 def test_the_table_gives_the_paired_interval_of_the_overall_score_against_base(tmp_path):
-    from tasks.stats import paired_interval
+    from tasks.studies.stats import paired_interval
     records = []
     for seed, (b, x) in enumerate([(0.40, 0.43), (0.50, 0.52), (0.45, 0.49)], start=1):
         for arm, sst in (("base", b), ("lever", x)):

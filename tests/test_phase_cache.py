@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tasks import ablate
-from tasks.phase_cache import phase_key
+from tasks.studies.phase_cache import phase_key
 
 from test_ablate import _tiny_grid
 

@@ -11,7 +11,7 @@
 
 Each declares itself once (base.py: its `Config` dataclass of flags, the CLIs that offer it, its ablation arms,
 the techniques it excludes). `tasks/run.py` adds the flags of the techniques a CLI offers and checks them here
-(`conflicts`), `tasks/ablate.py` and `benchmarks/levers.py` take the arms, `gan/train.py` the flags.
+(`conflicts`), `tasks/ablate.py` and `tasks/levers.py` take the arms, `gan/train.py` the flags.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The score levers, measured on the default multitask run one lever at a time.
 
-    python benchmarks/levers.py --epochs 1 --out_dir runs/levers-1ep                  # the screen: ~9 min a cell on 2 CPU cores
-    python benchmarks/levers.py --arms base lld_0.9 --seeds 11711 11712 --out_dir runs/levers-3ep
-    python benchmarks/levers.py --arm mine "--lr 2e-4 --head_lr 2e-3" --out_dir runs/levers-1ep  # an arm of your own
+    python tasks/levers.py --epochs 1 --out_dir runs/levers-1ep                  # the screen: ~9 min a cell on 2 CPU cores
+    python tasks/levers.py --arms base lld_0.9 --seeds 11711 11712 --out_dir runs/levers-3ep
+    python tasks/levers.py --arm mine "--lr 2e-4 --head_lr 2e-3" --out_dir runs/levers-1ep  # an arm of your own
 
 Every cell (arm x seed) is `python tasks/multitask.py <the arm's flags> --seed S --epochs E
 --out_dir <out_dir>/<arm>-s<S> --save_every 300`, in its own process: the same data, schedule and budget
@@ -37,12 +37,14 @@ from pathlib import Path
 from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
+    sys.path[0] = str(ROOT)
 
 from tasks import techniques  # noqa: E402
-from tasks.engine.checkpointing import atomic_write_text, read_jsonl, write_jsonl  # noqa: E402
-from tasks.stats import mean_sd, paired_interval, verdict  # noqa: E402
+from tasks.engine.checkpointing import read_jsonl  # noqa: E402
+from tasks.studies.report import interval_text, paired_chart, write_table as write_markdown  # noqa: E402
+from tasks.studies.runner import Study  # noqa: E402
+from tasks.studies.stats import compare  # noqa: E402
 
 # name -> the flags that differ from the default run (docs/levers.md says what each one does): the levers that
 # are flags of the run itself, then every arm a technique the multitask CLI offers declares (tasks/techniques/)
@@ -109,24 +111,16 @@ def cell_record(arm: str, flags: List[str], seed: int, cell_dir: Path, wall: flo
 
 
 def summarize(records: List[dict], order: List[str]) -> List[dict]:
+    """Per arm: the kept epoch's scores (mean over seeds), Δ against base, and the overall score's paired interval
+    against base over the seeds both have (a task the arm did not train (--tasks) is nan, shown as —)."""
+    metrics = {k: (lambda r, k=k: r["kept"].get(k, math.nan)) for k in ("score",) + TASKS}
     rows = []
-    base_scores = {r["seed"]: r["kept"]["score"] for r in records if r["arm"] == "base"}
-    for arm in order:
-        mine = [r for r in records if r["arm"] == arm]
-        if not mine:
-            continue
-        row = {"arm": arm, "flags": " ".join(mine[0]["flags"]) or "(the defaults)", "n": len(mine),
-               "wall": sum(r.get("seconds", r.get("train_seconds", 0.0)) for r in mine) / len(mine),
-               "kept_at": "/".join(f"{r['kept_epoch']}" + (f":{r['kept_step']}" if "kept_step" in r else "") for r in mine)}
-        for key in TASKS + ("score",):  # a task the arm did not train (--tasks) is nan, shown as —
-            row[key] = mean_sd([r["kept"].get(key, math.nan) for r in mine])[0]
-        # the overall score's per-seed difference against base, over the seeds both have
-        row["paired"] = paired_interval({r["seed"]: r["kept"]["score"] for r in mine}, base_scores)
-        row["verdict"] = verdict(row["paired"]) if arm != "base" and base_scores else ""
-        rows.append(row)
-    base = next((r for r in rows if r["arm"] == "base"), None)
-    for row in rows:
-        row["delta"] = {k: row[k] - base[k] for k in TASKS + ("score",)} if base else None
+    for c in compare(records, arm=lambda r: r["arm"], metrics=metrics, baseline=lambda a: "base", order=order):
+        mine = c["records"]
+        rows.append({**c, **c["mean"], "flags": " ".join(mine[0]["flags"]) or "(the defaults)",
+                     "wall": sum(r.get("seconds", r.get("train_seconds", 0.0)) for r in mine) / len(mine),
+                     "kept_at": "/".join(f"{r['kept_epoch']}" + (f":{r['kept_step']}" if "kept_step" in r else "")
+                                         for r in mine)})
     return rows
 
 
@@ -136,50 +130,23 @@ def order(arms: Dict[str, List[str]], records: List[dict]) -> List[str]:
 
 
 def write_table(rows: List[dict], out_dir: Path, header: str) -> None:
-    lines = [header, "", "| arm | flags | seeds | SST | Quora | STS | overall | Δ overall | paired 95% interval | verdict | "
-             "kept at epoch:step | s / cell |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |"]
+    table = []
     for r in rows:
-        d = r["delta"]
-        cells = ["—" if math.isnan(r[k]) else f"{r[k]:.4f}" + (f" ({d[k]:+.4f})" if d and r["arm"] != "base" else "")
-                 for k in TASKS]
-        delta = f"{d['score']:+.4f}" if d and r["arm"] != "base" else ""
-        p = r["paired"]
-        interval = f"[{p['lo']:+.4f}, {p['hi']:+.4f}]" if r["verdict"] and p["lo"] <= p["hi"] else ""
-        lines.append(f"| {r['arm']} | `{r['flags']}` | {r['n']} | {' | '.join(cells)} | {r['score']:.4f} | {delta} | "
-                     f"{interval} | {r['verdict']} | {r['kept_at']} | {r['wall']:.0f} |")
-    atomic_write_text(out_dir / "table.md", "\n".join(lines) + "\n")
+        d = r["delta"] if r["arm"] != "base" else None
+        cells = ["—" if math.isnan(r[k]) else f"{r[k]:.4f}" + (f" ({d[k]:+.4f})" if d else "") for k in TASKS]
+        table.append([r["arm"], f"`{r['flags']}`", r["n"], *cells, f"{r['score']:.4f}",
+                      f"{d['score']:+.4f}" if d else "", interval_text(r) if r["verdict"] else "", r["verdict"],
+                      r["kept_at"], f"{r['wall']:.0f}"])
+    write_markdown(out_dir / "table.md", header, ["arm", "flags", "seeds", "SST", "Quora", "STS", "overall",
+                                                  "Δ overall", "paired 95% interval", "verdict", "kept at epoch:step",
+                                                  "s / cell"], table, right=[0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1])
 
 
 def write_chart(records: List[dict], rows: List[dict], out_dir: Path) -> None:
-    """Each arm's per-seed differences against base (dots) on every task and overall, their mean (bar) and the
+    """Each arm's per-seed differences against base (dots) overall and on every task, their mean (bar) and the
     overall score's paired 95% interval (whisker): the seed-to-seed spread a single run hides."""
-    base = {r["seed"]: r["kept"] for r in records if r["arm"] == "base"}
-    arms = [row for row in rows if row["arm"] != "base" and any(r["arm"] == row["arm"] and r["seed"] in base
-                                                                for r in records)]
-    if not arms:
-        return
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    keys, labels = TASKS + ("score",), ("SST acc", "Quora acc", "STS r", "overall")
-    fig, axes = plt.subplots(1, len(arms), figsize=(3.2 * len(arms) + 1, 3.6), squeeze=False, sharey=True)
-    for ax, row in zip(axes[0], arms):
-        mine = [r for r in records if r["arm"] == row["arm"] and r["seed"] in base]
-        for x, key in enumerate(keys):
-            diffs = [r["kept"].get(key, math.nan) - base[r["seed"]].get(key, math.nan) for r in mine]
-            ax.bar(x, sum(diffs) / len(diffs), color="#4477aa" if key == "score" else "#aabbcc", width=0.6)
-            ax.plot([x] * len(diffs), diffs, "o", color="#222222", markersize=3)
-        p = row["paired"]
-        if p["lo"] <= p["hi"]:
-            ax.errorbar(len(keys) - 1, p["mean"], yerr=[[p["mean"] - p["lo"]], [p["hi"] - p["mean"]]], color="#cc3311",
-                        capsize=5, linewidth=1.5)
-        ax.axhline(0, color="#888888", linewidth=1)
-        ax.set_xticks(range(len(keys)), labels, rotation=30, ha="right")
-        ax.set_title(f"{row['arm']} (n = {len(mine)})" + (f": {row['verdict']}" if row["verdict"] else ""), fontsize=9)
-    axes[0][0].set_ylabel("difference against base")
-    fig.tight_layout()
-    fig.savefig(out_dir / "chart.png", dpi=120)
-    plt.close(fig)
+    paired_chart(rows, out_dir / "chart.png", ("score",) + TASKS, ("overall", "SST acc", "Quora acc", "STS r"),
+                 ylabel="difference against base")
 
 
 def write_outputs(records: List[dict], arms: Dict[str, List[str]], out_dir: Path, header: str) -> None:
@@ -203,35 +170,32 @@ def main(argv=None) -> None:
         sys.exit(f"--arms: unknown arm {unknown[0]!r}; known: {', '.join(defined)} (or define one with --arm NAME FLAGS)")
     arms = {name: defined[name] for name in [*args.arms, *(name for name, _ in args.arm)]}  # --arm's run too
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = out_dir / "results.jsonl"
-    records = read_jsonl(results) if results.exists() else []
-    budget = {"epochs": args.epochs, "extra": args.extra}
-    for r in records:  # one table, one budget: cells of another --epochs or --extra belong in another --out_dir
-        if r.setdefault("budget", budget) != budget:  # (a record without one predates the field)
-            sys.exit(f"{results} holds cells run with {r['budget']}, not {budget}: use another --out_dir")
+    # re-running the same command continues: a finished cell is read back, an interrupted one resumes
+    study = Study(out_dir, key=("arm", "seed"), budget={"epochs": args.epochs, "extra": args.extra}, resume=True)
     header = (f"Levers on `python tasks/multitask.py --epochs {args.epochs} {args.extra}`, one at a time; the scores "
               f"are on the {scored_on(args.extra)} rows, the kept epoch the best overall there; (Δ) against base "
-              "with the same seeds; the paired interval is of the overall score's per-seed difference (tasks/stats.py); s / cell: "
-              "training and evaluation, per cell.")
-    for name, flags in arms.items():
-        for seed in args.seeds:
-            done = [r for r in records if r["arm"] == name and r["seed"] == seed]
-            if done:
-                if done[0]["flags"] != flags:
-                    sys.exit(f"{results}: arm {name!r} seed {seed} ran with {done[0]['flags']}, not {flags}: "
-                             "use another --out_dir or arm name")
-                continue
-            cell_dir = out_dir / f"{name}-s{seed}"
-            resume = (cell_dir / "last.safetensors").exists()
-            cmd = cell_command(flags, seed, args.epochs, cell_dir, args.extra, resume)
-            print(f"[levers] {name} seed {seed}{' (resuming)' if resume else ''}: {shlex.join(cmd)}", flush=True)
-            start = time.time()
-            subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            records.append({**cell_record(name, flags, seed, cell_dir, time.time() - start), "budget": budget})
-            write_jsonl(results, records)
-            write_outputs(records, arms, out_dir, header)
-    write_outputs(records, arms, out_dir, header)
+              "with the same seeds; the paired interval is of the overall score's per-seed difference "
+              "(tasks/studies/stats.py); s / cell: training and evaluation, per cell.")
+    cells = [{"arm": name, "seed": seed} for name in arms for seed in args.seeds]
+    for cell in cells:
+        done = study.find(cell)
+        if done and done["flags"] != arms[cell["arm"]]:
+            sys.exit(f"{study.path}: arm {cell['arm']!r} seed {cell['seed']} ran with {done['flags']}, not "
+                     f"{arms[cell['arm']]}: use another --out_dir or arm name")
+
+    def run_cell(cell: dict) -> dict:
+        name, seed = cell["arm"], cell["seed"]
+        cell_dir = out_dir / f"{name}-s{seed}"
+        resume = (cell_dir / "last.safetensors").exists()
+        cmd = cell_command(arms[name], seed, args.epochs, cell_dir, args.extra, resume)
+        print(f"[levers] {name} seed {seed}{' (resuming)' if resume else ''}: {shlex.join(cmd)}", flush=True)
+        start = time.time()
+        subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return cell_record(name, arms[name], seed, cell_dir, time.time() - start)
+
+    study.run(cells, run_cell, after=lambda records: write_outputs(records, arms, out_dir, header), desc="levers",
+              name=lambda c: f"{c['arm']}/seed {c['seed']}")
+    write_outputs(study.records, arms, out_dir, header)
     print((out_dir / "table.md").read_text(encoding="utf-8"))
 
 

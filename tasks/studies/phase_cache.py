@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Sequence, Tuple
 
-from .engine.checkpointing import atomic_write_text
-from .techniques import REGISTRY
-from .techniques.phases import PhasesConfig
+from ..engine.checkpointing import atomic_write_text
+from ..techniques import REGISTRY
+from ..techniques.phases import PhasesConfig
 
 # what only the fine-tuning after the phases reads (or per-run bookkeeping): left out of the key
 FINETUNE_ONLY = {"lr", "head_lr", "epochs", "layer_lr_decay", "patience", "eval_every", "save_every", "out_dir",
