@@ -1,5 +1,5 @@
 """minibert: a from-scratch, educational BERT with the fine-tuning techniques of recent papers."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="minibert",
@@ -8,7 +8,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["minibert", "optim", "tasks", "tasks.techniques", "tasks.exercises", "gan"], package_data={"tasks.exercises": ["reference.safetensors"]},
+    packages=find_packages(include=["minibert", "optim", "tasks", "tasks.*", "gan"]),  # tasks.engine, .domain, ...
+    package_data={"tasks.exercises": ["reference.safetensors"]},
     install_requires=[
         "torch>=2.1",
         "numpy",

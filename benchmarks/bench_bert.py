@@ -398,9 +398,9 @@ def speed(args) -> List[Row]:
 
 def epoch(args) -> List[dict]:
     from minibert import Tokenizer
-    from tasks.data import random_batches
-    from tasks.model import MultitaskBert
-    from tasks.processors import SentimentProcessor
+    from tasks.domain.data import random_batches
+    from tasks.domain.model import MultitaskBert
+    from tasks.domain.processors import SentimentProcessor
     from tasks.engine import TrainConfig, Trainer
 
     class RandomBatches(SentimentProcessor):

@@ -17,8 +17,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from tasks.data import SentenceCollator, get_task, subsample
-from tasks.processors import SentimentProcessor
+from tasks.domain.data import SentenceCollator, get_task, subsample
+from tasks.domain.processors import SentimentProcessor
 
 IGNORE = -100  # the label of an unlabelled row (F.cross_entropy's ignore_index)
 

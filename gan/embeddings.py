@@ -32,9 +32,9 @@ from gan import train  # noqa: E402
 from gan.plots import plot_embeddings  # noqa: E402
 from gan.probe import fake_probe, fit_reference, pca, project  # noqa: E402
 from minibert import Tokenizer  # noqa: E402
-from tasks.data import SentenceCollator, get_task, subsample  # noqa: E402
+from tasks.domain.data import SentenceCollator, get_task, subsample  # noqa: E402
 from tasks.engine.devices import to_device  # noqa: E402
-from tasks.run import task_files  # noqa: E402
+from tasks.launch.run import task_files  # noqa: E402
 from tasks.engine.devices import pick_device  # noqa: E402
 
 PASSTHROUGH = "Any other flag goes to every run of gan/train.py (see python gan/train.py --help)."

@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from tasks.engine.checkpointing import load_state, save_state, write_jsonl
-from tasks.data import SentenceCollator, get_task, subsample
+from tasks.domain.data import SentenceCollator, get_task, subsample
 from tasks.engine.devices import to_device
 from tasks.engine import TrainConfig
 
@@ -62,7 +62,7 @@ def cached_embeddings(path, task: str, files: Dict[str, str], model_name: Option
         if data.get("key") == key:
             return data
     from minibert import BertModel, Tokenizer  # only when the cache misses
-    from tasks.model import MultitaskBert
+    from tasks.domain.model import MultitaskBert
     tokenizer = Tokenizer.from_pretrained(model_name)
     encoder = MultitaskBert(BertModel.from_pretrained(model_name), tasks=(), pooling=pooling).to(device)
     data = {"key": key}

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tasks.model import MultitaskBert
+from tasks.domain.model import MultitaskBert
 from tasks.engine.config import flag
 
 from .losses import VARIANTS, gan_losses

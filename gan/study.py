@@ -42,8 +42,8 @@ from gan.model import GanConfig  # noqa: E402
 from gan.plots import plot_study, plot_unlabeled  # noqa: E402
 from gan.probe import fit_reference  # noqa: E402
 from gan.stats import FAKE_COLUMNS, summarize  # noqa: E402
-from tasks.data import get_task  # noqa: E402
-from tasks.run import task_files  # noqa: E402
+from tasks.domain.data import get_task  # noqa: E402
+from tasks.launch.run import task_files  # noqa: E402
 from tasks.studies.report import write_table  # noqa: E402
 from tasks.studies.runner import Study  # noqa: E402
 

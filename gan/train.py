@@ -23,14 +23,14 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 
 from minibert import BertConfig, BertModel  # noqa: E402
-from tasks.data import get_task  # noqa: E402
+from tasks.domain.data import get_task  # noqa: E402
 from tasks import techniques  # noqa: E402
 from tasks.engine.checkpointing import load_state, write_jsonl  # noqa: E402
 from tasks.engine.devices import pick_device  # noqa: E402
-from tasks.run import (REPO, add_task_file_args, base_parser, load_pretrained, make_evaluator,  # noqa: E402
+from tasks.launch.run import (REPO, add_task_file_args, base_parser, load_pretrained, make_evaluator,  # noqa: E402
                        parse_with_config, resolved_flags, task_args, task_files)
-from tasks.run_lock import claim_out_dir  # noqa: E402
-from tasks.configs import ModelConfig  # noqa: E402
+from tasks.launch.run_lock import claim_out_dir  # noqa: E402
+from tasks.launch.configs import ModelConfig  # noqa: E402
 from tasks.engine.config import add_dataclass_args, dataclass_from_args  # noqa: E402
 from tasks.engine import TrainConfig, seed_everything  # noqa: E402
 
@@ -108,7 +108,7 @@ def with_fake_probe(evaluate, proc, tokenizer, max_length: int, device):
 
 
 def run_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
-    """train_gan holding --out_dir (tasks/run_lock.py): one run per folder, --resume's flags checked."""
+    """train_gan holding --out_dir (tasks/launch/run_lock.py): one run per folder, --resume's flags checked."""
     with claim_out_dir(args, resolved_flags(args), Path(sys.argv[0]).name):
         return train_gan(args, task, files, show_progress)
 

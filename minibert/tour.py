@@ -79,11 +79,16 @@ def load(name_or_path=None):
     return encoder.eval(), tok, None, heads
 
 
+# where a class named by a folder saved before it moved lives now
+MOVED = {"tasks.model": "tasks.domain.model"}
+
+
 def _heads_class(spec: Optional[str]):
     """The class a folder names as "module:Class", or None where it cannot be imported or cannot load a folder."""
     if not spec or ":" not in spec:
         return None
     module, _, name = spec.partition(":")
+    module = MOVED.get(module, module)
     try:
         cls = getattr(importlib.import_module(module), name, None)
     except ImportError:
@@ -177,7 +182,7 @@ def sentence_vectors(model: BertModel, tok: Tokenizer, sentences: Sequence[str])
     with torch.no_grad():
         hidden = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).last_hidden_state  # (N, T, C)
     real = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (N, T, 1): 1 for real tokens, 0 for padding
-    vectors = (hidden * real).sum(1) / real.sum(1)  # (N, C), the formula of tasks/model.py's mean_pool
+    vectors = (hidden * real).sum(1) / real.sum(1)  # (N, C), the formula of tasks/domain/model.py's mean_pool
     print(f"  batch {shape(enc['input_ids'])} (B, T), padded -> last_hidden_state (B, T, C) -> mean over real tokens "
           f"{shape(vectors)}")
     cos = F.cosine_similarity(vectors[:, None], vectors[None], dim=-1)  # (N, N): every two sentences

@@ -9,7 +9,7 @@
 Techniques: plain, dae (TSDAE phase), mlm (MLM phase), contrastive (cosine-MSE phase), supcon, 3phase
 (DAE → contrastive → fine-tune), cat (contrastive adversarial training), child_f, child_d; 'a+b' combines.
 
-Every cell (technique × seed) is one in-process call of the classifier's code path (`tasks.run.run`) with
+Every cell (technique × seed) is one in-process call of the classifier's code path (`tasks.launch.run.run`) with
 the same data, fine-tuning epochs, batch size and learning rate; only the technique's flags differ. The
 phases (DAE, contrastive) are extra passes over the same training data: they are not counted in --epochs
 but listed in the table's "extra epochs" column, and every cell's wall time (its phases' included) is measured,
@@ -43,14 +43,14 @@ import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from tasks import classifier  # noqa: E402
-from tasks.data import get_task  # noqa: E402
+from tasks.domain.data import get_task  # noqa: E402
 from tasks import techniques  # noqa: E402
 from tasks.engine.checkpointing import read_jsonl  # noqa: E402
 from tasks.studies.phase_cache import cached_phases  # noqa: E402
 from tasks.studies.report import interval_text, paired_chart, write_table  # noqa: E402
 from tasks.studies.runner import Study  # noqa: E402
 from tasks.studies.stats import compare  # noqa: E402
-from tasks.run import parse_with_config, resolved_flags, run, task_files  # noqa: E402
+from tasks.launch.run import parse_with_config, resolved_flags, run, task_files  # noqa: E402
 
 ARMS = techniques.arms()  # name -> (flags, what it is), from each technique's module
 # the flags each technique declares (its Config's fields), and each arm's: what --tune_grid may vary

@@ -5,7 +5,7 @@
 
 Models fine-tuned from one checkpoint often lie in one basin of the loss, where the mean of their weights
 scores like an ensemble at the cost of one model. Every member must have the same architecture, heads and
-vocabulary (read and written with tasks/saved_model.py's folder format); the result is a model folder like
+vocabulary (read and written with tasks/domain/saved_model.py's folder format); the result is a model folder like
 the members'. Floating-point tensors are averaged (uniformly, or by --weights); any other tensor must be
 equal in every member and is kept.
 """
@@ -24,9 +24,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch  # noqa: E402
 
 from minibert.hub import resolve_model_dir  # noqa: E402
-from tasks.inference import load_or_exit  # noqa: E402
-from tasks.model import MultitaskBert  # noqa: E402
-from tasks.saved_model import save_model_folder  # noqa: E402
+from tasks.launch.inference import load_or_exit  # noqa: E402
+from tasks.domain.model import MultitaskBert  # noqa: E402
+from tasks.domain.saved_model import save_model_folder  # noqa: E402
 
 
 def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]],
@@ -83,7 +83,7 @@ def _architecture(model: MultitaskBert, folder) -> tuple:
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--models", nargs="+", required=True, help="saved model folders (tasks/saved_model.py)")
+    parser.add_argument("--models", nargs="+", required=True, help="saved model folders (tasks/domain/saved_model.py)")
     parser.add_argument("--weights", nargs="+", type=float, default=None, help="one per model (default: equal)")
     parser.add_argument("--out", required=True, help="the averaged model's folder")
     args = parser.parse_args(argv)

@@ -15,7 +15,7 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from tasks.run import add_task_file_args, base_parser, parse_with_config, run, task_args, task_files  # noqa: E402
+from tasks.launch.run import add_task_file_args, base_parser, parse_with_config, run, task_args, task_files  # noqa: E402
 
 TASKS = ("sst", "cfimdb")
 

@@ -18,10 +18,10 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from tasks.cli import HelpFormatter, add_shared_flag  # noqa: E402
+from tasks.launch.cli import HelpFormatter, add_shared_flag  # noqa: E402
 from tasks.engine.devices import pick_device  # noqa: E402
-from tasks.inference import load_or_exit  # noqa: E402
-from tasks.model import POOLINGS  # noqa: E402
+from tasks.launch.inference import load_or_exit  # noqa: E402
+from tasks.domain.model import POOLINGS  # noqa: E402
 
 SHOWN = 12  # the similarity matrix is for a few sentences
 

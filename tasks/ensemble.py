@@ -3,7 +3,7 @@
     python tasks/ensemble.py --models runs/seed1/model runs/seed2/model runs/seed3/model [--use_gpu]
 
 Per task, each member predicts every example as it would alone (its processor built from its own head
-config: tasks/inference.py), and the ensemble averages what the members output: the five sentiment
+config: tasks/launch/inference.py), and the ensemble averages what the members output: the five sentiment
 probabilities (then the most probable class), the paraphrase probability σ(logit) (then > 0.5), the 0–5
 similarity. The members may differ in heads or pooling, not in the tasks' label sets. Writes
 predictions/{task}-{dev,test}-output.csv and prints the dev table, each member's row beside the ensemble's.
@@ -21,12 +21,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch  # noqa: E402
 
-from tasks.cli import add_shared_flag  # noqa: E402
-from tasks.data import get_task  # noqa: E402
+from tasks.launch.cli import add_shared_flag  # noqa: E402
+from tasks.domain.data import get_task  # noqa: E402
 from tasks.engine.devices import pick_device  # noqa: E402
-from tasks.inference import build_processor, dev_table, load_or_exit, model_tasks  # noqa: E402
-from tasks.metrics import format_table, overall_score  # noqa: E402
-from tasks.run import add_task_file_args, task_files  # noqa: E402
+from tasks.launch.inference import build_processor, dev_table, load_or_exit, model_tasks  # noqa: E402
+from tasks.domain.metrics import format_table, overall_score  # noqa: E402
+from tasks.launch.run import add_task_file_args, task_files  # noqa: E402
 
 TASKS = ("sst", "cfimdb", "para", "sts")
 

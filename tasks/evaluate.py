@@ -3,7 +3,7 @@
     python tasks/evaluate.py --model runs/multitask/model [--use_gpu]
 
 Each task's coursework metric (accuracy; Pearson r for STS), STS's Spearman rank correlation beside it, and
-the coursework's overall score. The predictions are made as at the end of training (tasks/inference.py).
+the coursework's overall score. The predictions are made as at the end of training (tasks/launch/inference.py).
 """
 import os
 import sys
@@ -11,10 +11,10 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from tasks.cli import fail  # noqa: E402
-from tasks.data import get_task  # noqa: E402
-from tasks.inference import predict_split  # noqa: E402
-from tasks.metrics import format_table, overall_score, spearman_r  # noqa: E402
+from tasks.launch.cli import fail  # noqa: E402
+from tasks.domain.data import get_task  # noqa: E402
+from tasks.launch.inference import predict_split  # noqa: E402
+from tasks.domain.metrics import format_table, overall_score, spearman_r  # noqa: E402
 from tasks.predict import load, parse_args  # noqa: E402
 
 

@@ -18,7 +18,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from tasks.data import ALL_FILES
+from tasks.domain.data import ALL_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO / "data"

@@ -13,9 +13,9 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from tasks.model import PARA_HEADS, STS_COSINE_MAPS, STS_HEADS  # noqa: E402
-from tasks.para_augment import AUGMENTS  # noqa: E402
-from tasks.run import add_task_file_args, base_parser, parse_with_config, run, task_files  # noqa: E402
+from tasks.domain.model import PARA_HEADS, STS_COSINE_MAPS, STS_HEADS  # noqa: E402
+from tasks.domain.para_augment import AUGMENTS  # noqa: E402
+from tasks.launch.run import add_task_file_args, base_parser, parse_with_config, run, task_files  # noqa: E402
 
 TASKS = ("sst", "para", "sts")
 # STS's MSE on the 0–1 scale (~0.03) is ~30x smaller than the other losses: unweighted, the shared encoder
@@ -40,7 +40,7 @@ def parse_args(argv=None):
                         "loss's target space and in the predictions")
     g.add_argument("--para_augment", choices=AUGMENTS, default="none",
                    help="extra Quora training pairs: each pair reversed, and/or duplicates by transitivity; never "
-                        "with a dev/test question (tasks/para_augment.py)")
+                        "with a dev/test question (tasks/domain/para_augment.py)")
     g.add_argument("--para_augment_cap", type=int, default=20,
                    help="at most this many transitive pairs per group of duplicates (negative: no cap)")
     g.add_argument("--symmetric_pairs", action=argparse.BooleanOptionalAction, default=False,

@@ -18,10 +18,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from tasks.engine.devices import pick_device  # noqa: E402
-from tasks.inference import build_processor, dev_table, load_or_exit, model_tasks, predict_and_write  # noqa: E402
-from tasks.metrics import format_table  # noqa: E402
-from tasks.cli import Parser, add_shared_flag, configure_logging, fail  # noqa: E402
-from tasks.run import add_task_file_args, task_files  # noqa: E402
+from tasks.launch.inference import build_processor, dev_table, load_or_exit, model_tasks, predict_and_write  # noqa: E402
+from tasks.domain.metrics import format_table  # noqa: E402
+from tasks.launch.cli import Parser, add_shared_flag, configure_logging, fail  # noqa: E402
+from tasks.launch.run import add_task_file_args, task_files  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = ("sst", "cfimdb", "para", "sts")

@@ -3,8 +3,8 @@ levers and techniques that train it (test_model, test_param_groups, test_techniq
 import torch
 
 from minibert import BertModel, Tokenizer
-from tasks.model import MultitaskBert
-from tasks.processors import PROCESSORS
+from tasks.domain.model import MultitaskBert
+from tasks.domain.processors import PROCESSORS
 
 FILES = {"sst": "ids-sst", "para": "quora", "sts": "sts"}
 

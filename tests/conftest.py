@@ -108,10 +108,10 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture
 def load_logged(caplog):
-    """Run a loader: (examples, the notices it logged), tasks.data's warnings as the CLIs print them."""
+    """Run a loader: (examples, the notices it logged), tasks.domain.data's warnings as the CLIs print them."""
     def load(loader, path, **kw):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="tasks.data"):
+        with caplog.at_level(logging.WARNING, logger="tasks.domain.data"):
             examples = loader(path, **kw)
-        return examples, [r.getMessage() for r in caplog.records if r.name == "tasks.data"]
+        return examples, [r.getMessage() for r in caplog.records if r.name == "tasks.domain.data"]
     return load

@@ -76,7 +76,7 @@ def test_grid_writes_tables_and_resume_skips_finished_cells(tiny_checkpoint, tin
 
 
 def test_held_out_rows_are_fixed_disjoint_and_the_given_share():
-    from tasks.data import hold_out
+    from tasks.domain.data import hold_out
     rows = list(range(100))
     rest, held = hold_out(rows, 0.1)
     assert len(held) == 10 and sorted(rest + held) == rows and hold_out(rows, 0.1) == (rest, held)

@@ -7,9 +7,9 @@ import torch
 
 from minibert import BertModel, Tokenizer
 from tasks import average, ensemble
-from tasks.inference import build_processor
-from tasks.model import MultitaskBert
-from tasks.run import task_files
+from tasks.launch.inference import build_processor
+from tasks.domain.model import MultitaskBert
+from tasks.launch.run import task_files
 
 HEADERS = {"sst": "Predicted_Sentiment", "para": "Predicted_Is_Paraphrase", "sts": "Predicted_Similarity"}
 

@@ -6,8 +6,8 @@ import pytest
 
 from minibert import Tokenizer
 from tasks import multitask
-from tasks.data import load_paraphrase, load_sentiment, load_similarity
-from tasks.processors import SentimentProcessor, SimilarityProcessor
+from tasks.domain.data import load_paraphrase, load_sentiment, load_similarity
+from tasks.domain.processors import SentimentProcessor, SimilarityProcessor
 
 HEADER = "\tid\tsentence\tsentiment\n"
 
@@ -79,7 +79,7 @@ def test_a_training_file_without_rows_stops_before_training_naming_the_file(tmp_
         SentimentProcessor.from_files("sst", tok, train=tiny_data / "ids-sst-train.csv", dev=empty)
     caplog.clear()
     SentimentProcessor.from_files("sst", tok, test=empty)  # an empty test file is odd, not fatal: said, not silent
-    assert [(r.levelname, r.name) for r in caplog.records] == [("WARNING", "tasks.processors")]
+    assert [(r.levelname, r.name) for r in caplog.records] == [("WARNING", "tasks.domain.processors")]
     assert re.search(r"ids-sst-train\.csv: no usable rows .*: no sst test predictions will be written", caplog.text)
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:  # the CLI stops at load time, with the message alone

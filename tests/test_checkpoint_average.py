@@ -102,7 +102,7 @@ def test_it_does_not_combine_with_ema(tmp_path, capsys):
 
 def test_the_cli_keeps_and_saves_the_averaged_weights(tiny_checkpoint, tiny_data, tmp_path):
     from tasks import multitask
-    from tasks.model import MultitaskBert
+    from tasks.domain.model import MultitaskBert
     out = tmp_path / "run"
     multitask.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--epochs", "2", "--batch_size", "8",
                     "--out_dir", str(out), "--predictions_dir", str(tmp_path / "pred"), "--average_evaluations", "2"])

@@ -1,4 +1,4 @@
-"""The command line (tasks/cli.py): --config values get the command line's checks, errors are short and name
+"""The command line (tasks/launch/cli.py): --config values get the command line's checks, errors are short and name
 the file and key, --help reads group by group with one default per flag, notices are plain logged lines,
 a bad data file is `error: ...` without a traceback, prediction shows progress, the attention grid is legible."""
 import argparse
@@ -12,13 +12,13 @@ import torch
 from gan import train as gan_train
 from minibert import BertModel, Tokenizer, tour_plots
 from tasks import ablate, classifier, evaluate, multitask, predict
-from tasks.cli import configure_logging
-from tasks.data import load_sentiment
-from tasks.inference import predict_split
-from tasks.model import MultitaskBert
-from tasks.processors import SentimentProcessor
-from tasks.run import resolved_flags, write_run_config
-from tasks.saved_model import save_model_folder
+from tasks.launch.cli import configure_logging
+from tasks.domain.data import load_sentiment
+from tasks.launch.inference import predict_split
+from tasks.domain.model import MultitaskBert
+from tasks.domain.processors import SentimentProcessor
+from tasks.launch.run import resolved_flags, write_run_config
+from tasks.domain.saved_model import save_model_folder
 
 PARSERS = {"multitask": multitask.parse_args, "classifier": classifier.parse_args, "gan": gan_train.parse_args,
            "ablate": ablate.parse_args}
@@ -197,7 +197,7 @@ def test_skipped_rows_are_a_plain_logged_warning_not_a_python_warning(tmp_path, 
     err = capsys.readouterr().err
     assert err == f"warning: {path}: skipped 1 malformed row(s) of 2 (line 3: label '9' is not an integer in [0, 4])\n"
     assert not recwarn.list  # before: a UserWarning echoing `examples = [] if path is None ...`
-    assert [(r.name, r.levelno) for r in caplog.records] == [("tasks.data", logging.WARNING)]
+    assert [(r.name, r.levelno) for r in caplog.records] == [("tasks.domain.data", logging.WARNING)]
 
 
 @pytest.fixture(scope="module")
@@ -264,9 +264,9 @@ def _parser_of(parse_args, monkeypatch):
 
 def test_the_shared_flags_are_one_declaration_in_every_command(monkeypatch):
     """--model, --data_dir, --use_gpu and --predictions_dir: the same kind and metavar in every command that
-    takes them (tasks/cli.py's SHARED_FLAGS; --use_gpu's help is the training loop's)."""
+    takes them (tasks/launch/cli.py's SHARED_FLAGS; --use_gpu's help is the training loop's)."""
     from tasks import embed, ensemble
-    from tasks.cli import SHARED_FLAGS
+    from tasks.launch.cli import SHARED_FLAGS
     commands = {"multitask": multitask.parse_args, "classifier": classifier.parse_args, "gan": gan_train.parse_args,
                 "ablate": ablate.parse_args, "predict": predict.parse_args, "evaluate": evaluate.parse_args,
                 "embed": embed.parse_args, "ensemble": ensemble.parse_args}

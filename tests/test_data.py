@@ -1,4 +1,4 @@
-"""tasks.data and tasks.fetch_data: loaders on hand-made bad files and on the real CS224N files, collators,
+"""tasks.domain.data and tasks.fetch_data: loaders on hand-made bad files and on the real CS224N files, collators,
 the length-bucketed sampler, and the data fetcher."""
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import torch
 from _datafiles import data_file
 from minibert.tokenizer import Tokenizer
 from tasks import fetch_data
-from tasks.data import (ALL_FILES, TASKS, LengthBucketSampler, PairCollator, PairExample, SentenceCollator,
+from tasks.domain.data import (ALL_FILES, TASKS, LengthBucketSampler, PairCollator, PairExample, SentenceCollator,
                         SentenceExample, example_lengths, get_task, load_paraphrase, load_sentiment,
                         load_similarity, padding_fraction, random_batches)
 
@@ -268,7 +268,7 @@ def test_fetch_downloads_what_the_source_lacks_and_reports_failures(tmp_path, mo
 
 
 def test_subsample_is_a_fixed_random_sample_in_file_order():
-    from tasks.data import subsample
+    from tasks.domain.data import subsample
 
     rows = list(range(100))
     a = subsample(rows, 10)

@@ -15,8 +15,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from minibert import BertModel, tiny_config
-from tasks.model import MultitaskBert
-from tasks.processors import PROCESSORS
+from tasks.domain.model import MultitaskBert
+from tasks.domain.processors import PROCESSORS
 from tasks.techniques.pcgrad import PCGradConfig, PCGradTechnique
 from tasks.engine import TrainConfig, Trainer
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from minibert import BertModel, Tokenizer, embedded_model_dir
-from tasks.model import MultitaskBert
+from tasks.domain.model import MultitaskBert
 
 SENTS = ["the good movie", "a cat sits on the mat", "why", "how do i learn to cook the dog", "great film"]
 LONG = " ".join(["the cat sits on the mat and the dog runs on the grass"] * 20)  # far past any max length

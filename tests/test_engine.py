@@ -58,6 +58,24 @@ def test_minibert_and_optim_import_nothing_above_them():
             assert not above, f"{path.relative_to(ROOT)} imports {sorted(above)}"
 
 
+# tasks/ by role, lowest first: a package may import its own and the ones before it, never one after it nor a
+# command (the modules at tasks/'s top)
+LAYERS = ("engine", "domain", "techniques", "launch", "studies")
+
+
+def test_tasks_top_holds_the_commands_and_its_packages_import_downward_only():
+    tops = sorted(p for p in (ROOT / "tasks").glob("*.py") if p.name != "__init__.py")
+    assert all('if __name__ == "__main__":' in p.read_text(encoding="utf-8") for p in tops), \
+        [p.name for p in tops if 'if __name__ == "__main__":' not in p.read_text(encoding="utf-8")]
+    commands = {f"tasks.{p.stem}" for p in tops}
+    for i, layer in enumerate(LAYERS):
+        allowed = ("minibert", "optim", "tasks." + layer, *(f"tasks.{low}" for low in LAYERS[:i]))
+        for path in sorted((ROOT / "tasks" / layer).glob("*.py")):
+            wrong = {m for m in _imports(path) if m not in ("tasks",) and not m.startswith(allowed)}
+            wrong |= {m for m in _imports(path) if m.startswith(tuple(commands))}
+            assert not wrong, f"tasks/{layer}/{path.name} imports {sorted(wrong)}"
+
+
 def test_no_import_circles():
     graph, seen, circles = _graph(), {}, []
 

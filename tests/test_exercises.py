@@ -81,7 +81,7 @@ def test_the_copy_keeps_signatures_docstrings_shape_comments_and_nothing_else_of
     text = (copy / "minibert/model.py").read_text()
     assert "        # x: (B, T, C)\n" in text and "# returns: (B, T, C), (B, nh, T, T) or None" in text
     assert "cpu_dropout" not in text  # the solution's other comments and code are gone
-    assert (copy / "tasks/run.py").read_text() == (ROOT / "tasks/run.py").read_text()  # unmarked: as it is
+    assert (copy / "tasks/launch/run.py").read_text() == (ROOT / "tasks/launch/run.py").read_text()  # unmarked: as it is
 
 
 def test_make_refuses_a_folder_in_use_and_one_inside_the_project(tmp_path):

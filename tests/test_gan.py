@@ -11,7 +11,7 @@ from gan import (EmbeddingGan, GanBert, GanConfig, GanTrainer, MaskedSentenceCol
                  spread_ratio, supervised_loss, unlabeled_subset)
 from gan.players import player_grads
 from minibert import BertModel, tiny_config
-from tasks.data import SentenceExample
+from tasks.domain.data import SentenceExample
 from tasks.engine import TrainConfig
 
 

@@ -7,7 +7,7 @@ import pytest
 from gan import embeddings, study, train
 from gan.data import semi_supervised
 from minibert import Tokenizer
-from tasks.run import task_files
+from tasks.launch.run import task_files
 
 TINY = ["--batch_size", "8", "--lr", "1e-3", "--noise_dim", "8"]
 

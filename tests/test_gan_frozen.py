@@ -12,7 +12,7 @@ from gan.probe import fit_reference
 from gan.trainer import GanTrainer
 from test_gan import _FixedBatch  # noqa: E402  (tests/ is on the path)
 from minibert import BertModel, Tokenizer, tiny_config
-from tasks.data import SentenceExample
+from tasks.domain.data import SentenceExample
 from tasks.engine import TrainConfig
 
 

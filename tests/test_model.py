@@ -1,4 +1,4 @@
-"""tasks/model.py's levers: multi-sample dropout in the heads, the STS cosine maps (in the loss and the
+"""tasks/domain/model.py's levers: multi-sample dropout in the heads, the STS cosine maps (in the loss and the
 predictions)."""
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from _tiny_multitask import tiny_multitask as _model, tiny_processor as _processor
-from tasks.model import cosine_to_unit, multi_sample_dropout, MultitaskBert
+from tasks.domain.model import cosine_to_unit, multi_sample_dropout, MultitaskBert
 
 
 def test_multi_sample_dropout_is_the_mean_over_k_masks_in_training_and_one_pass_in_eval():

@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from tasks.data import PairExample
-from tasks.para_augment import (augment_pairs, augment_processor, duplicate_components, held_out_questions,
+from tasks.domain.data import PairExample
+from tasks.domain.para_augment import (augment_pairs, augment_processor, duplicate_components, held_out_questions,
                                 normalize_question, transitive_pairs)
-from tasks.processors import ParaphraseProcessor
+from tasks.domain.processors import ParaphraseProcessor
 
 
 # duplicates: A-B, B-C, C-D (one group), E-F, F-X (X is a dev question), G-H, H-T (T is a test question);

@@ -153,7 +153,7 @@ def test_epoch_mode_smoke(tiny_checkpoint, tiny_data, capsys):
 # ---- --compile -------------------------------------------------------------------------------------------------
 
 def _one_step(model, compile_flag, tmp_path, monkeypatch=None):
-    from tasks.model import MultitaskBert
+    from tasks.domain.model import MultitaskBert
     from tasks.engine import TrainConfig, Trainer
 
     class Proc:

@@ -4,8 +4,8 @@ import pytest
 
 from minibert import BertModel, Tokenizer
 from tasks import predict
-from tasks.model import MultitaskBert
-from tasks.saved_model import save_model_folder
+from tasks.domain.model import MultitaskBert
+from tasks.domain.saved_model import save_model_folder
 
 
 @pytest.fixture(scope="module")

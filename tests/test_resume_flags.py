@@ -1,5 +1,5 @@
 """--resume is the run it resumes: a changed flag that alters the training is refused by name (old → new) unless
---allow_changed_flags, and then recorded; outputs and the device may change (tasks/run_lock.py)."""
+--allow_changed_flags, and then recorded; outputs and the device may change (tasks/launch/run_lock.py)."""
 import json
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 
 from tasks import multitask
 from tasks.engine.checkpointing import load_state, read_header, save_state
-from tasks.run_lock import flag_changes
+from tasks.launch.run_lock import flag_changes
 
 
 def test_flag_kinds():

@@ -1,9 +1,9 @@
-"""tasks/run.py, the run the CLIs share, with every lever on at once: it trains and predicts (multitask), and
+"""tasks/launch/run.py, the run the CLIs share, with every lever on at once: it trains and predicts (multitask), and
 the classifier runs a phase with R-Drop and layer-wise decay."""
 import pytest
 
 from tasks import classifier, multitask
-from tasks.model import MultitaskBert
+from tasks.domain.model import MultitaskBert
 
 
 def test_every_lever_on_at_once_trains_and_predicts(tiny_checkpoint, tiny_data, tmp_path, capsys):
@@ -28,13 +28,13 @@ def test_classifier_with_a_phase_rdrop_and_layer_decay(tiny_checkpoint, tiny_dat
 
 
 def test_model_and_data_flags_are_their_configs_fields_in_every_training_command():
-    """tasks/configs.py: each field of ModelConfig and DataConfig is one flag of the training commands, and the
+    """tasks/launch/configs.py: each field of ModelConfig and DataConfig is one flag of the training commands, and the
     config built from the parsed defaults is the dataclass's default config."""
     import dataclasses
 
     from gan import train as gan_train
     from tasks import classifier, multitask
-    from tasks.configs import DataConfig, ModelConfig
+    from tasks.launch.configs import DataConfig, ModelConfig
     from tasks.engine import dataclass_from_args
     for parse_args in (multitask.parse_args, classifier.parse_args, gan_train.parse_args):
         args = parse_args([])

@@ -1,5 +1,5 @@
 """One run per --out_dir: a live run's lock refuses a second run by name, a killed run's lock is taken over, and
-what a killed atomic write left is removed (tasks/run_lock.py)."""
+what a killed atomic write left is removed (tasks/launch/run_lock.py)."""
 import argparse
 import json
 import logging
@@ -14,14 +14,14 @@ import pytest
 
 from tasks import multitask
 from tasks.engine.checkpointing import remove_stale_temp_files
-from tasks.cli import UserError
-from tasks.run_lock import LOCK, claim_out_dir, run_lock
+from tasks.launch.cli import UserError
+from tasks.launch.run_lock import LOCK, claim_out_dir, run_lock
 
 REPO = Path(__file__).resolve().parent.parent
 HOLDER = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from tasks.run_lock import run_lock
+from tasks.launch.run_lock import run_lock
 with run_lock({out!r}, "holder"):
     print("held", flush=True)
     sys.stdin.readline()  # until the test says so (or kills us)
@@ -67,7 +67,7 @@ def test_a_killed_runs_lock_is_taken_over_with_a_note(tmp_path, caplog):
     holder.wait(timeout=60)
     left = json.loads((out / LOCK).read_text())
     assert left["pid"] == holder.pid  # a killed run cannot remove its lock file
-    with caplog.at_level(logging.WARNING, logger="tasks.run_lock"), run_lock(out, "multitask.py") as path:
+    with caplog.at_level(logging.WARNING, logger="tasks.launch.run_lock"), run_lock(out, "multitask.py") as path:
         assert json.loads(path.read_text())["pid"] == os.getpid()
     assert f"taking over the lock of a run that ended without releasing it (pid {holder.pid}" in caplog.text
     assert not (out / LOCK).exists()
@@ -96,7 +96,7 @@ def test_stale_temporary_files_are_removed_when_the_folder_is_claimed(tmp_path, 
         path.write_text("mine")
     kept[-1].mkdir()
     args = argparse.Namespace(out_dir=str(out), resume=False, allow_changed_flags=False)
-    with caplog.at_level(logging.WARNING, logger="tasks.run_lock"), claim_out_dir(args, {}, "multitask.py"):
+    with caplog.at_level(logging.WARNING, logger="tasks.launch.run_lock"), claim_out_dir(args, {}, "multitask.py"):
         pass
     assert not any(p.exists() for p in ours) and not (out / ".model.tmp-4242").exists()
     assert all(p.exists() for p in kept)

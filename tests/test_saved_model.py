@@ -9,9 +9,9 @@ import torch
 
 from minibert import BertModel, CheckpointError, CheckpointNotFoundError, Tokenizer
 from tasks import embed, evaluate, predict
-from tasks.inference import build_processor, predict_and_write
-from tasks.model import MultitaskBert
-from tasks.saved_model import HEADS_KEY, NoHeadsError, save_model_folder
+from tasks.launch.inference import build_processor, predict_and_write
+from tasks.domain.model import MultitaskBert
+from tasks.domain.saved_model import HEADS_KEY, NoHeadsError, save_model_folder
 
 SENTS = ["the good movie", "a cat sits on the mat", "why", "how do i learn to cook the dog", "great film"]
 PREFIX = {"sst": "ids-sst", "cfimdb": "ids-cfimdb", "para": "quora", "sts": "sts"}
@@ -49,7 +49,7 @@ def test_folder_round_trips_encoder_heads_and_tokenizer(saved):
     assert config[HEADS_KEY] == {**model.head_config(), "labels": {
         "sst": ["very negative", "negative", "neutral", "positive", "very positive"],
         "para": ["not a paraphrase", "paraphrase"], "sts": "similarity from 0 (unrelated) to 5 (same meaning), a float"},
-        "class": "tasks.model:MultitaskBert"}  # what rebuilds it, named for readers that do not import tasks/
+        "class": "tasks.domain.model:MultitaskBert"}  # what rebuilds it, named for readers that do not import tasks/
     loaded = MultitaskBert.from_pretrained(folder)
     assert not loaded.training and loaded.head_config() == model.head_config()
     expected = model.state_dict()
@@ -76,7 +76,7 @@ def test_transformers_loads_the_encoder_with_no_unused_key(saved):
 
 
 def test_saving_again_replaces_the_folder_and_a_failed_save_keeps_the_old_one(tiny_checkpoint, tmp_path, monkeypatch):
-    from tasks import saved_model
+    from tasks.domain import saved_model
 
     folder = tmp_path / "model"
     make_model(tiny_checkpoint, seed=1, tasks=("sst",)).save_pretrained(folder)
@@ -189,8 +189,8 @@ def test_encode_batches_by_length_and_keeps_input_order(saved):
 
 
 def test_predict_methods_take_strings_or_the_coursework_tensors(saved):
-    from tasks.data import PairExample
-    from tasks.processors import ParaphraseProcessor, SimilarityProcessor
+    from tasks.domain.data import PairExample
+    from tasks.domain.processors import ParaphraseProcessor, SimilarityProcessor
 
     model, _ = saved
     tok = model.tokenizer

@@ -4,10 +4,10 @@ import torch
 import torch.nn.functional as F
 
 from minibert import BertModel, Tokenizer
-from tasks.data import PairCollator, PairExample, SentenceCollator, SentenceExample
-from tasks.losses import pearson, similarity_loss
-from tasks.metrics import overall_score, pearson_r
-from tasks.model import MultitaskBert, join_pair, mean_pool
+from tasks.domain.data import PairCollator, PairExample, SentenceCollator, SentenceExample
+from tasks.domain.losses import pearson, similarity_loss
+from tasks.domain.metrics import overall_score, pearson_r
+from tasks.domain.model import MultitaskBert, join_pair, mean_pool
 
 SENTS = ["the good movie", "a cat sits on the mat", "why", "how do i learn to cook the dog"]
 
@@ -68,7 +68,7 @@ def test_cross_head_gives_the_same_logits_from_either_batch_form(parts):
 
 
 def test_cross_plus_siamese_is_the_mean_of_two_heads_each_with_its_own_loss(parts):
-    from tasks.processors import ParaphraseProcessor
+    from tasks.domain.processors import ParaphraseProcessor
 
     encoder, tok = parts
     torch.manual_seed(0)
@@ -115,7 +115,7 @@ def test_overall_score_is_the_coursework_formula():
 
 
 def test_symmetric_pairs_swap_in_training_and_average_both_orders_in_prediction(parts):
-    from tasks.processors import ParaphraseProcessor, SimilarityProcessor, swapped
+    from tasks.domain.processors import ParaphraseProcessor, SimilarityProcessor, swapped
 
     encoder, tok = parts
     model = MultitaskBert(encoder, num_labels=5, para_head="cross", sts_head="cross").eval()

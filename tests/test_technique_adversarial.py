@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from minibert import BertModel, Tokenizer
 from tasks.techniques.adversarial import adversarial_processors, fgm_perturbation, perturbed_embeddings
-from tasks.losses import info_nce
-from tasks.model import MultitaskBert
-from tasks.processors import PROCESSORS
+from tasks.domain.losses import info_nce
+from tasks.domain.model import MultitaskBert
+from tasks.domain.processors import PROCESSORS
 
 ARGS = dict(adversarial=True, adv_epsilon=0.5, adv_lambda=0.3, adv_temperature=0.1, adv_projection_dim=8,
             option="finetune")

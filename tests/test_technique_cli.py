@@ -9,7 +9,7 @@ from minibert import BertModel, Tokenizer
 from tasks import classifier, multitask
 from tasks.engine.checkpointing import load_state
 from tasks.techniques.contrastive import balanced_sizes
-from tasks.data import load_sentiment, subsample
+from tasks.domain.data import load_sentiment, subsample
 
 
 def _classify(tiny_checkpoint, tiny_data, out, *flags, model=None):
@@ -83,7 +83,7 @@ def test_the_papers_third_phase_a_reference_head_on_a_frozen_encoder_is_kept_and
                                                                                          tmp_path):
     """--finetune_encoder frozen: after the contrastive phase the encoder stays as the phase left it, the reference's
     head trains, and the saved model folder rebuilds that head (and predicts as the run did)."""
-    from tasks.model import MultitaskBert
+    from tasks.domain.model import MultitaskBert
     _classify(tiny_checkpoint, tiny_data, tmp_path, "--phases", "contrastive,finetune", "--finetune_encoder", "frozen")
     run = tmp_path / "sst-finetune"
     after_phase, final = _encoder_state(run / "phase-contrastive" / "best.safetensors"), _encoder_state(run / "best.safetensors")

@@ -12,7 +12,7 @@ from minibert import BertModel, Tokenizer
 from tasks.techniques.contrastive import (STOP_WORDS, ContrastiveProcessor, balanced_pair_counts, balanced_sizes,
                                           class_multiplier, delete_stopwords, freeze_encoder, log_ratio, make_pairs,
                                           oversample, pair_multiplier, reference_head)
-from tasks.model import MultitaskBert
+from tasks.domain.model import MultitaskBert
 
 
 # f(x) = ln(max/x) · max_ratio / ln(max); the class is repeated round(f) times if f ≥ min_ratio, else kept once.

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasks.losses import cat_loss, cosine_mse_loss, info_nce, supcon_loss
+from tasks.domain.losses import cat_loss, cosine_mse_loss, info_nce, supcon_loss
 
 
 def _cos(a, b):

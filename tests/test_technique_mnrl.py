@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from _tiny_multitask import tiny_multitask as _model
-from tasks.data import PairExample
-from tasks.losses import mnrl_loss
-from tasks.processors import ParaphraseProcessor
+from tasks.domain.data import PairExample
+from tasks.domain.losses import mnrl_loss
+from tasks.domain.processors import ParaphraseProcessor
 from tasks.techniques import REGISTRY
 from tasks.techniques.mnrl import MNRLConfig, MNRLProcessor, shared_question_mask
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from _tiny_multitask import tiny_multitask as _model, tiny_processor as _processor
-from tasks.losses import rdrop_consistency, similarity_loss, symmetric_kl
+from tasks.domain.losses import rdrop_consistency, similarity_loss, symmetric_kl
 from tasks.techniques.adversarial import adversarial_processors
 from tasks.techniques.rdrop import rdrop_loss, RDropProcessor
 

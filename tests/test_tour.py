@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from minibert import BertModel, Tokenizer
 from minibert.tour import main, tour
-from tasks.model import mean_pool
+from tasks.domain.model import mean_pool
 
 
 A, B = "the cat sits on the mat.", "a dog runs on grass."
@@ -126,13 +126,13 @@ def test_compare_with_itself_moves_nothing(tiny_checkpoint, tmp_path):
 def fine_tuned(tiny_checkpoint, tmp_path):
     """A folder as the multitask trainer saves it: config.json with "minibert_heads", heads. in the weights."""
     from safetensors.torch import load_file, save_file
-    from tasks.model import MultitaskBert
+    from tasks.domain.model import MultitaskBert
     folder = tmp_path / "fine-tuned"
     shutil.copytree(tiny_checkpoint, folder)
     config = json.loads((folder / "config.json").read_text())
     config["minibert_heads"] = dict(tasks=["sst", "para", "sts"], num_labels=5, pooling="mean", para_head="cross",
                                     sts_head="cosine", max_length=128, label_names={"sst": list("abcde")},
-                                    **{"class": "tasks.model:MultitaskBert"})
+                                    **{"class": "tasks.domain.model:MultitaskBert"})
     (folder / "config.json").write_text(json.dumps(config))
     multitask = MultitaskBert(BertModel.from_pretrained(tiny_checkpoint), tasks=("sst", "para", "sts")).eval()
     state = load_file(str(folder / "model.safetensors"))
@@ -142,12 +142,19 @@ def fine_tuned(tiny_checkpoint, tmp_path):
 
 
 def test_fine_tuned_folder_without_the_loader_tours_the_encoder_with_a_note(fine_tuned, monkeypatch):
-    from tasks.model import MultitaskBert
+    from tasks.domain.model import MultitaskBert
     monkeypatch.delattr(MultitaskBert, "from_pretrained", raising=False)
     folder, _ = fine_tuned
     result, text = run(model=str(folder), sentences=[A, B], out=None)
     assert text.startswith("note: ") and "encoder only" in text and "Task heads" not in text
     assert result["drawn"] == {} and result["attentions"].shape[:2] == (2, 4)
+
+
+def test_a_folder_saved_before_the_heads_class_moved_still_finds_it():
+    from minibert.tour import _heads_class
+    from tasks.domain.model import MultitaskBert
+    assert _heads_class("tasks.model:MultitaskBert") is MultitaskBert  # its module before tasks/domain/
+    assert _heads_class("tasks.domain.model:MultitaskBert") is MultitaskBert and _heads_class("nowhere:X") is None
 
 
 def test_a_folder_that_names_no_class_for_its_heads_tours_the_encoder_with_a_note(fine_tuned):
@@ -160,7 +167,7 @@ def test_a_folder_that_names_no_class_for_its_heads_tours_the_encoder_with_a_not
 
 
 def test_fine_tuned_folder_prints_each_heads_prediction(fine_tuned, monkeypatch):
-    from tasks.model import MultitaskBert
+    from tasks.domain.model import MultitaskBert
     folder, multitask = fine_tuned
     monkeypatch.setattr(MultitaskBert, "from_pretrained", classmethod(lambda cls, path: multitask), raising=False)
     _, text = run(model=str(folder), sentences=[A, B], out=None)
@@ -174,9 +181,9 @@ def test_fine_tuned_folder_prints_each_heads_prediction(fine_tuned, monkeypatch)
 
 
 def test_a_folder_saved_by_MultitaskBert_save_pretrained_tours_with_its_heads(tiny_checkpoint, tmp_path):
-    from tasks.model import MultitaskBert
+    from tasks.domain.model import MultitaskBert
     if not hasattr(MultitaskBert, "save_pretrained"):
-        pytest.skip("tasks.model.MultitaskBert.save_pretrained is not there yet")
+        pytest.skip("tasks.domain.model.MultitaskBert.save_pretrained is not there yet")
     multitask = MultitaskBert(BertModel.from_pretrained(tiny_checkpoint), tasks=("sst", "para", "sts")).eval()
     multitask.save_pretrained(tmp_path / "saved", tokenizer=Tokenizer.from_pretrained(tiny_checkpoint))
     _, text = run(model=str(tmp_path / "saved"), sentences=[A, B], out=None)

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from minibert import BertModel, Tokenizer
-from tasks.model import MultitaskBert
-from tasks.processors import PROCESSORS
+from tasks.domain.model import MultitaskBert
+from tasks.domain.processors import PROCESSORS
 from tasks.engine.checkpointing import load_state
-from tasks.run import make_evaluator
+from tasks.launch.run import make_evaluator
 from tasks.engine.sampling import task_schedule
 from tasks.techniques.child_tuning import ChildTuningConfig, ChildTuningTechnique
 from tasks.techniques.ema import EMAConfig, EMATechnique

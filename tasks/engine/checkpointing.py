@@ -8,7 +8,7 @@ tensors, and JSON reads plain values (a crafted pickle payload is refused as "no
 
 Every write goes to a temporary file in the same folder, then `os.replace`: a kill during a save leaves the
 previous file whole, never a truncated one, and its temporary file, which `remove_stale_temp_files` removes
-when the next run takes the folder (tasks/run_lock.py). `read_header` reads a checkpoint's position and meta
+when the next run takes the folder (tasks/launch/run_lock.py). `read_header` reads a checkpoint's position and meta
 without its tensors.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ TEMP_FOLDER = re.compile(r"^\..+\.(tmp|old)-[0-9]+$")
 
 def remove_stale_temp_files(folder: Union[str, Path]) -> List[str]:
     """Remove our own temporary files and folders from `folder` (not below it); returns their names and sizes.
-    Only safe while no write can be under way there: with the folder's run lock held (tasks/run_lock.py)."""
+    Only safe while no write can be under way there: with the folder's run lock held (tasks/launch/run_lock.py)."""
     folder, removed = Path(folder), []
     for path in sorted(folder.iterdir()) if folder.is_dir() else ():
         if path.is_file() and TEMP_FILE.match(path.name):

@@ -77,7 +77,7 @@ class TrainConfig:
     save_every: int = flag(0, "also write the resumable checkpoint every N optimizer steps (0: at evaluations only)")
     out_dir: str = flag("runs/multitask", "metrics, checkpoints and the saved model go here", metavar="DIR")
     resume: bool = flag(False, "continue from <out_dir>/last.safetensors, at the exact batch it was written; a flag "
-                               "that changes the training must be as the checkpoint has it (tasks/run_lock.py)")
+                               "that changes the training must be as the checkpoint has it (tasks/launch/run_lock.py)")
     allow_changed_flags: bool = flag(False, "with --resume: go on although such flags changed (each change is "
                                             "recorded, with its step, in <out_dir>/run_config.json's resumes)")
     compile: bool = flag(False, "torch.compile the encoder's layers (falls back to eager, with a warning)")

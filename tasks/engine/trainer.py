@@ -1,7 +1,7 @@
 """The one training loop, shared by every CLI (multitask, classifier, the phases, the GAN).
 
 It is model-agnostic, in the manner of minGPT's Trainer: it is given a model, a dict of "processors"
-(anything with `num_batches()`, `batches(epoch)` and `loss(model, batch)`, see tasks/processors.py), an
+(anything with `num_batches()`, `batches(epoch)` and `loss(model, batch)`, see tasks/domain/processors.py), an
 `evaluate(model) -> {"score": ..., ...}` function, and the techniques' callbacks (callbacks.py lists their
 hooks). Where it runs (device, precision, compile, processes) is the Accelerator's business, not the loop's.
 

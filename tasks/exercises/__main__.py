@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from tasks.cli import fail
+from tasks.launch.cli import fail
 
 from .markers import ROOT, MarkerError, find_exercises
 

@@ -225,7 +225,7 @@ def check_trainer_step():
 
 
 def check_mean_pool():
-    from tasks.model import mean_pool
+    from tasks.domain.model import mean_pool
     hidden = _randn(3, 5, 4).requires_grad_(True)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]])
     pooled = mean_pool(hidden, mask)
@@ -239,7 +239,7 @@ def check_mean_pool():
 
 
 def check_similarity_loss():
-    from tasks.losses import pearson, similarity_loss
+    from tasks.domain.losses import pearson, similarity_loss
     x, y = _randn(20, seed=1).requires_grad_(True), _randn(20, seed=2)
     r = pearson(x, y)
     compare("pearson(x, y) against numpy.corrcoef", r.reshape(()), torch.tensor(np.corrcoef(x.detach(), y)[0, 1]),

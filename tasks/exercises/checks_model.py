@@ -132,7 +132,7 @@ def check_key_table():
 def check_paraphrase_head():
     from minibert.config import tiny_config
     from minibert.model import BertModel
-    from tasks.model import PARA_HEADS, MultitaskBert
+    from tasks.domain.model import PARA_HEADS, MultitaskBert
     gen = torch.Generator().manual_seed(0)
     h, u, v = (torch.randn(3, 32, generator=gen) for _ in range(3))
     fake_pair = lambda batch, joined: h if joined else (u, v)  # noqa: E731 (sentence vectors, no encoder)

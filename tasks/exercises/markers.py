@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the project (the reference, or a s
 
 # The files that may hold markers, in docs/tour.md's reading order.
 FILES = ("minibert/functional.py", "minibert/model.py", "minibert/checkpoint.py", "optim/adamw.py",
-         "optim/pcgrad.py", "tasks/engine/trainer.py", "tasks/model.py", "tasks/losses.py")
+         "optim/pcgrad.py", "tasks/engine/trainer.py", "tasks/domain/model.py", "tasks/domain/losses.py")
 
 MARKER = re.compile(r"^\s*# exercise: (?P<name>[a-z][a-z0-9_]*) (?:—|--|-) (?P<task>.+?)(?: hint: (?P<hint>.+))?\s*$")
 ANY_MARKER = re.compile(r"^\s*#\s*exercise\b")  # what looks like a marker: it must then parse

@@ -10,7 +10,7 @@
     phases.py        DAE → contrastive → fine-tune (dae.py, contrastive.py are its phases)   runs before fine-tuning
 
 Each declares itself once (base.py: its `Config` dataclass of flags, the CLIs that offer it, its ablation arms,
-the techniques it excludes). `tasks/run.py` adds the flags of the techniques a CLI offers and checks them here
+the techniques it excludes). `tasks/launch/run.py` adds the flags of the techniques a CLI offers and checks them here
 (`conflicts`), `tasks/ablate.py` and `tasks/levers.py` take the arms, `gan/train.py` the flags.
 """
 from __future__ import annotations

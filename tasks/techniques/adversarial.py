@@ -15,7 +15,7 @@ SimCLR) is one new head per task, `heads["cat_<task>"]`, trained with the heads'
 
 The wrapper needs nothing from the model but `model.embed` (every head goes through it; it is watched
 during the task loss to collect the sentence vectors, two per pair for Siamese heads) and
-`model.bert.embeddings.word`, so it works for every task and head of `tasks/model.py`.
+`model.bert.embeddings.word`, so it works for every task and head of `tasks/domain/model.py`.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..losses import cat_loss, info_nce
+from ..domain.losses import cat_loss, info_nce
 from ..engine.config import flag
 from .base import Technique
 

@@ -36,7 +36,7 @@ from minibert.checkpoint import CheckpointError
 from minibert.functional import attention, merge_heads, split_heads
 from minibert.model import FeedForward, MLMHead, SelfAttention
 
-from ..model import MultitaskBert
+from ..domain.model import MultitaskBert
 
 
 # ---- noise: pure functions ---------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 sentence-transformers' recipe for Quora duplicates: the duplicate pairs (a_i, b_i) of a batch are embedded
 one sentence at a time (`model.embed`, the model's pooling: mean by default), and each a_i must pick its b_i
 out of all the batch's b by scaled cosine similarity (cross-entropy with the diagonal as the target;
-tasks/losses.py, `mnrl_loss`). The other b are the negatives: questions on other topics, which costs no
+tasks/domain/losses.py, `mnrl_loss`). The other b are the negatives: questions on other topics, which costs no
 labelling. The term is added to the paraphrase loss, beside whichever head classifies the pair:
 
     L_para = L_head + w · MNRL(a, b)      w = --para_mnrl_weight (0: off)
@@ -20,8 +20,8 @@ from typing import Dict, Iterator
 
 import torch
 
-from ..losses import mnrl_loss
-from ..para_augment import normalize_question
+from ..domain.losses import mnrl_loss
+from ..domain.para_augment import normalize_question
 from ..engine.config import flag
 from .base import ProcessorWrapper, Technique
 

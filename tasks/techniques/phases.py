@@ -31,7 +31,7 @@ from minibert import resolve_model_dir
 from ..engine import Trainer, flag
 from ..engine.checkpointing import load_state
 from ..engine.devices import to_device
-from ..model import MultitaskBert
+from ..domain.model import MultitaskBert
 from .base import Technique
 from .contrastive import LOSSES, ContrastiveProcessor, freeze_encoder, reference_head
 from .dae import DenoisingAutoencoder, DenoisingProcessor, masked_lm_around

@@ -7,7 +7,7 @@ dropout masks; the loss is the task loss of both passes plus α times their disa
 
 D is the symmetric KL ½ (KL(P₁‖P₂) + KL(P₂‖P₁)) of the two predictive distributions: the softmax of the
 sentiment logits, the Bernoulli σ(z) of each paraphrase logit; for a regression output (STS) there is no
-distribution and D is the MSE between the two outputs (tasks/losses.py, `rdrop_consistency`). D is a mean
+distribution and D is the MSE between the two outputs (tasks/domain/losses.py, `rdrop_consistency`). D is a mean
 over the batch's examples (the paper's code sums over them), so α does not grow with the batch size.
 Cost: a second forward and backward of every batch, about twice the step time.
 """
@@ -18,7 +18,7 @@ from typing import Dict
 
 import torch
 
-from ..losses import rdrop_consistency
+from ..domain.losses import rdrop_consistency
 from ..engine.config import flag
 from .base import ProcessorWrapper, Technique
 

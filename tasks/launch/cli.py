@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 from typing import List, NoReturn
 
-from .engine.config import TrainConfig
+from ..engine.config import TrainConfig
 
 USAGE = "%(prog)s [-h] [--config FILE] [options]"
 METAVARS = {int: "N", float: "X"}
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # The flags that several commands take, each declared here once (the training CLIs, predict, evaluate, embed,
 # ensemble, the GAN): the same name, kind and metavar everywhere.
@@ -145,7 +145,7 @@ def config_tokens(parser: Parser, path) -> List[str]:
     if not isinstance(values, dict):
         parser.error(f"{where}: expected a JSON object of flag names and values, got {type(values).__name__}")
     actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
-    values.pop("resumes", None)  # run_config.json's record of a run's --resumes (tasks/run.py), not a flag
+    values.pop("resumes", None)  # run_config.json's record of a run's --resumes (tasks/launch/run.py), not a flag
     unknown = [key for key in values if key not in actions]
     if unknown:
         near = difflib.get_close_matches(unknown[0], actions, n=1)

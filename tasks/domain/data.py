@@ -5,7 +5,7 @@ name, so quoted fields holding tabs or quotes parse, and so does the odd header 
 files. Each dataset is then a few lines: which columns hold the text, how to parse and range-check the
 label. Rows that cannot be used (empty or bad label, empty sentence, missing id, an id already seen: the
 predictions are keyed by id) are skipped and reported in one notice per file with their line numbers (a
-warning of the `tasks.data` logger), so nothing is silently mislabelled or silently lost. An unlabelled (test)
+warning of the `tasks.domain.data` logger), so nothing is silently mislabelled or silently lost. An unlabelled (test)
 row with an empty sentence is kept, with its own notice: a submission needs a prediction for every id. What
 cannot be skipped row by row is an error naming the file and the line: a byte that is not UTF-8, or an
 unbalanced quote that swallows the rows after it.

@@ -20,25 +20,25 @@ import torch
 
 from minibert import BertModel, Tokenizer
 
-from . import techniques
-from .engine import TrainConfig, Trainer, seed_everything
-from .engine.checkpointing import atomic_write_text, load_state, read_jsonl, write_jsonl
-from .engine.config import add_dataclass_args, dataclass_from_args
-from .engine.devices import pick_device
-from .engine.distributed import init_distributed, leave_distributed
-from .engine.param_groups import reinit_top_layers
+from .. import techniques
+from ..engine import TrainConfig, Trainer, seed_everything
+from ..engine.checkpointing import atomic_write_text, load_state, read_jsonl, write_jsonl
+from ..engine.config import add_dataclass_args, dataclass_from_args
+from ..engine.devices import pick_device
+from ..engine.distributed import init_distributed, leave_distributed
+from ..engine.param_groups import reinit_top_layers
 from .cli import Parser, config_tokens, configure_logging, fail
 from .configs import DataConfig, ModelConfig
-from .data import get_task, hold_out
+from ..domain.data import get_task, hold_out
 from .inference import build_processor, dev_table, predict_and_write
-from .metrics import format_table, overall_score
-from .model import MultitaskBert
-from .para_augment import augment_processor
+from ..domain.metrics import format_table, overall_score
+from ..domain.model import MultitaskBert
+from ..domain.para_augment import augment_processor
 from .run_lock import RESUMES, claim_out_dir
-from .saved_model import save_model_folder
-from .techniques.phases import PhaseData, PhasesConfig, prepare_finetune, run_phases, save_encoder
+from ..domain.saved_model import save_model_folder
+from ..techniques.phases import PhaseData, PhasesConfig, prepare_finetune, run_phases, save_encoder
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SPLIT_FILES = {"train": "train", "dev": "dev", "test": "test-student"}
 
 
@@ -57,7 +57,7 @@ def base_parser(description: str, cli: str, **train_defaults) -> Parser:
 
 
 def parse_with_config(parser: Parser, argv=None) -> argparse.Namespace:
-    """parse_args after the tokens of --config's file (tasks/cli.py), so the command line wins and the file's
+    """parse_args after the tokens of --config's file (tasks/launch/cli.py), so the command line wins and the file's
     values get the same checks; then the checks across flags (the techniques', the training loop's)."""
     configure_logging()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -79,7 +79,7 @@ def resolved_flags(args: argparse.Namespace) -> dict:
 
 
 def write_run_config(args: argparse.Namespace, out_dir) -> None:
-    """The flags in force, and after a --resume its record (at which step, what changed: tasks/run_lock.py) under
+    """The flags in force, and after a --resume its record (at which step, what changed: tasks/launch/run_lock.py) under
     "resumes", which --config skips: the file does not claim a changed flag's new value for the whole run."""
     resumes = Path(out_dir) / RESUMES
     record = {"resumes": read_jsonl(resumes)} if resumes.is_file() else {}
@@ -144,7 +144,7 @@ def load_pretrained(cfg: ModelConfig) -> Tuple[Tokenizer, BertModel]:
 
 
 def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, *more, **options) -> Dict[str, float]:
-    """`train_and_predict` holding --out_dir (tasks/run_lock.py): one run per folder, what killed writes left there
+    """`train_and_predict` holding --out_dir (tasks/launch/run_lock.py): one run per folder, what killed writes left there
     removed, and --resume refused when a flag that changes the training differs from the checkpoint's."""
     rank, _, _ = init_distributed(args.use_gpu)
     with claim_out_dir(args, resolved_flags(args), Path(sys.argv[0]).name, main_process=rank == 0):
@@ -235,7 +235,7 @@ def train_and_predict(args, tasks: List[str], files: Dict[str, Dict[str, str]], 
           f"({wall / 60:.1f} min in all):")
     print(format_table(dev_table(scores)))
     print(f"the model: {folder} (python tasks/predict.py --model {folder}); predictions written to {', '.join(sorted({str(Path(f[k]).parent) for f in files.values() for k in ('dev_out', 'test_out')}))}")
-    resumes = Path(config.out_dir) / RESUMES  # each --resume of this run, with what it changed (tasks/run_lock.py)
+    resumes = Path(config.out_dir) / RESUMES  # each --resume of this run, with what it changed (tasks/launch/run_lock.py)
     final = {"final": True, "best_epoch": best["epoch"], "best_step": best["step"], "dev": scores,
              "wall_seconds": round(wall, 1), "device": str(device), "processes": world_size,
              **({"phases": phase_scores} if phase_scores else {}),

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-from .engine.checkpointing import read_header, read_jsonl, remove_stale_temp_files, write_jsonl
+from ..engine.checkpointing import read_header, read_jsonl, remove_stale_temp_files, write_jsonl
 from .cli import fail
 
 try:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .engine.devices import to_device
+from ..engine.devices import to_device
 from .data import LengthBucketSampler, PairCollator, SentenceCollator, example_lengths, get_task, subsample
 from .losses import similarity_loss
 from .metrics import accuracy, pearson_r, write_predictions

@@ -13,10 +13,10 @@ from tqdm.auto import tqdm
 from minibert import CheckpointError
 
 from .cli import fail
-from .data import get_task
-from .metrics import overall_score
-from .model import MultitaskBert
-from .processors import PROCESSORS, Processor
+from ..domain.data import get_task
+from ..domain.metrics import overall_score
+from ..domain.model import MultitaskBert
+from ..domain.processors import PROCESSORS, Processor
 
 INPUT_OPTIONS = ("form", "symmetric", "max_length")
 

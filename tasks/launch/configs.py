@@ -1,19 +1,19 @@
 """The model's and the data's flags as frozen dataclasses, like the loop's TrainConfig (tasks/engine/config.py):
-each field one documented --flag, generated into argparse by `add_dataclass_args`; `tasks/run.py` builds the
+each field one documented --flag, generated into argparse by `add_dataclass_args`; `tasks/launch/run.py` builds the
 configs from the parsed flags and reads them, not the Namespace. The flags several commands share (--model,
---data_dir, --predictions_dir) are declared once in tasks/cli.py and named here."""
+--data_dir, --predictions_dir) are declared once in tasks/launch/cli.py and named here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
 from .cli import SHARED_FLAGS, add_shared_flag
-from .engine.config import flag
-from .model import POOLINGS
+from ..engine.config import flag
+from ..domain.model import POOLINGS
 
 
 def shared(name: str):
-    """A field whose flag is tasks/cli.py's shared declaration."""
+    """A field whose flag is tasks/launch/cli.py's shared declaration."""
     return flag(SHARED_FLAGS[name]["default"], SHARED_FLAGS[name]["help"],
                 declared_by=lambda parser: add_shared_flag(parser, name))
 

@@ -31,7 +31,7 @@ from minibert.checkpoint import CheckpointError, _check_and_load, hf_to_minibert
 from minibert.config import BertConfig
 from minibert.hub import EMBEDDED_NAME, resolve_model_dir
 
-from .engine.checkpointing import usual_mode
+from ..engine.checkpointing import usual_mode
 from .data import get_task
 
 if TYPE_CHECKING:  # the model class is passed in (MultitaskBert.from_pretrained): no import circle with model.py
@@ -245,7 +245,7 @@ def model_card(model: MultitaskBert, card: dict) -> str:
               f"{'; similarity 5 · (cos + 1) / 2' if heads.get('sts_cosine_map') == 'affine' else ''}.", "",
               "## Use", "", "```", "python tasks/predict.py --model FOLDER     # the coursework prediction files",
               "python tasks/evaluate.py --model FOLDER    # dev scores", "```", "",
-              "In Python: `MultitaskBert.from_pretrained(FOLDER)` (tasks/model.py), then `predict_sentiment([...])` "
+              "In Python: `MultitaskBert.from_pretrained(FOLDER)` (tasks/domain/model.py), then `predict_sentiment([...])` "
               "(labels and class probabilities), `predict_paraphrase(a, b)` (labels and probabilities), "
               "`predict_similarity(a, b)` (0-5) or `encode([...])` (a NumPy array); the raw logits through "
               "`predict_sentiment_logits` and `predict_paraphrase_logits`. "

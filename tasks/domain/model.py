@@ -13,7 +13,7 @@ coursework's tensors they return what its evaluation code expects (logits; simil
 answers: labels with probabilities, and the similarity. `predict_sentiment_logits` and
 `predict_paraphrase_logits` give the raw logits for either input. `encode` turns sentences into embeddings the
 way sentence-transformers' `encode` does (a NumPy array unless `convert_to_tensor`). A trained model is kept as
-a folder (`save_pretrained`, `from_pretrained`: see tasks/saved_model.py).
+a folder (`save_pretrained`, `from_pretrained`: see tasks/domain/saved_model.py).
 """
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ class MultitaskBert(nn.Module):
             raise ValueError(f"this model has no {name} head (it was built for tasks {list(self.tasks) or 'none'})")
         return self.heads[name]
 
-    # ---- a saved model folder (tasks/saved_model.py) ------------------------------------------------------
+    # ---- a saved model folder (tasks/domain/saved_model.py) ------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path=None, allow_no_heads: bool = False, **config_overrides) -> "MultitaskBert":
         """Encoder, heads and tokenizer from a folder written by `save_pretrained`. A plain encoder checkpoint
