@@ -18,7 +18,24 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from tasks.domain.data import SentenceCollator, get_task, subsample
+from tasks.engine.config import flag
 from tasks.domain.processors import SentimentProcessor
+
+
+@dataclasses.dataclass(frozen=True)
+class SemiSupervisedConfig:
+    """Which training rows keep their labels, and how many of the rest join training unlabelled."""
+    labeled_fraction: float = flag(0.1, "share of each class that keeps its labels")
+    unlabeled_fraction: float = flag(1.0, "share of the remaining rows that joins training without labels")
+    replicate: str = flag("auto", "times each labelled row is repeated; auto: GAN-BERT's max(1, log2(1 / labelled share))")
+
+    def __post_init__(self):
+        if self.replicate != "auto" and not (str(self.replicate).isdigit() and int(self.replicate) >= 1):
+            raise ValueError(f"--replicate must be 'auto' or an integer >= 1, got {self.replicate!r}")
+        if not 0 < self.labeled_fraction <= 1:
+            raise ValueError(f"--labeled_fraction must be in (0, 1], got {self.labeled_fraction}")
+        if not 0 <= self.unlabeled_fraction <= 1:
+            raise ValueError(f"--unlabeled_fraction must be in [0, 1], got {self.unlabeled_fraction}")
 
 IGNORE = -100  # the label of an unlabelled row (F.cross_entropy's ignore_index)
 

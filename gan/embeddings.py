@@ -34,6 +34,7 @@ from gan.probe import fake_probe, fit_reference, pca, project  # noqa: E402
 from minibert import Tokenizer  # noqa: E402
 from tasks.domain.data import SentenceCollator, get_task, subsample  # noqa: E402
 from tasks.engine.devices import to_device  # noqa: E402
+from tasks.launch.configs import RunConfig  # noqa: E402
 from tasks.launch.run import task_files  # noqa: E402
 from tasks.engine.devices import pick_device  # noqa: E402
 
@@ -124,7 +125,8 @@ def main(argv=None):
                                       *(["--max_examples", str(args.max_examples)] if args.max_examples else [])])
             cell_dir.mkdir(parents=True, exist_ok=True)
             with open(cell_dir / "log.txt", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-                result = train.run_gan(targs, args.task, task_files(targs, args.task, args.task), show_progress=len(cells) == 1)
+                result = train.run_gan(RunConfig.from_args(targs, "gan"), args.task, task_files(targs, args.task, args.task),
+                                       show_progress=len(cells) == 1)
             ckpt = cell_dir / "best.safetensors"
         model, meta = train.load_checkpoint(ckpt)
         f, s = meta["labeled_fraction"], meta["seed"]

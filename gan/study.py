@@ -43,6 +43,7 @@ from gan.plots import plot_study, plot_unlabeled  # noqa: E402
 from gan.probe import fit_reference  # noqa: E402
 from gan.stats import FAKE_COLUMNS, summarize  # noqa: E402
 from tasks.domain.data import get_task  # noqa: E402
+from tasks.launch.configs import RunConfig  # noqa: E402
 from tasks.launch.run import task_files  # noqa: E402
 from tasks.studies.report import write_table  # noqa: E402
 from tasks.studies.runner import Study  # noqa: E402
@@ -144,8 +145,9 @@ def fine_tuned_runner(args, passthrough, out):
         argv_cell = cell_argv(args, passthrough, cell["method"], cell["labeled_fraction"], cell["unlabeled_fraction"],
                               cell["seed"], cell_dir)
         cell_args = train.parse_args(argv_cell + (["--resume"] if resume else []))
+        spec = RunConfig.from_args(cell_args, "gan")
         with open(cell_dir / "log.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-            result = train.run_gan(cell_args, args.task, task_files(cell_args, args.task, args.task), show_progress=False)
+            result = train.run_gan(spec, args.task, task_files(cell_args, args.task, args.task), show_progress=False)
         if not args.keep_checkpoints:
             for ckpt in CHECKPOINTS:
                 (cell_dir / ckpt).unlink(missing_ok=True)
@@ -156,20 +158,21 @@ def fine_tuned_runner(args, passthrough, out):
 def frozen_runner(args, passthrough, out):
     """A function cell -> result on cached embeddings; the embeddings and the probe's real side are made once."""
     targs = train.parse_args(cell_argv(args, passthrough, VARIANTS[0], 1.0, 1.0, 0, out))
-    files = task_files(targs, args.task, args.task)
+    files, spec = task_files(targs, args.task, args.task), RunConfig.from_args(targs, "gan")
+    m = spec.model
     cache = args.embeddings or f"runs/gan_frozen/embeddings-{args.task}{f'-n{args.max_examples}' if args.max_examples else ''}.safetensors"
     started = time.time()
-    data = cached_embeddings(cache, args.task, files, targs.model, targs.pooling, targs.max_length, args.max_examples)
+    data = cached_embeddings(cache, args.task, files, m.model, m.pooling, m.max_length, args.max_examples)
     k = get_task(args.task).num_classes
     reference = fit_reference(data["train"], data["train_labels"], k, knn_points=min(1000, len(data["train"]) - 1))
     print(f"embeddings {tuple(data['train'].shape)} from {cache} and the probe's reference: {time.time() - started:.0f} s")
     cfg = FrozenConfig(steps=args.steps, labeled_per_batch=args.labeled_per_batch,
                        unlabeled_per_batch=args.unlabeled_per_batch, lr=args.d_lr, eval_every=args.eval_every,
-                       weight_decay=targs.weight_decay, max_grad_norm=targs.max_grad_norm)
-    gan_fields = {f.name: getattr(targs, f.name) for f in dataclasses.fields(GanConfig)}
+                       weight_decay=spec.train.weight_decay, max_grad_norm=spec.train.max_grad_norm)
+    gan_config = spec.of(GanConfig)
 
     def run(cell):
-        gan = GanConfig(**{**gan_fields, "method": cell["method"]})
+        gan = dataclasses.replace(gan_config, method=cell["method"])
         return run_cell(data, k, gan, cfg, cell["labeled_fraction"], cell["unlabeled_fraction"], cell["seed"],
                         reference, out / "cells" / cell_name(cell))
     return run

@@ -28,15 +28,15 @@ from tasks import techniques  # noqa: E402
 from tasks.engine.checkpointing import load_state, write_jsonl  # noqa: E402
 from tasks.engine.devices import pick_device  # noqa: E402
 from tasks.launch.run import (REPO, add_task_file_args, base_parser, load_pretrained, make_evaluator,  # noqa: E402
-                       parse_with_config, resolved_flags, task_args, task_files)
+                       parse_with_config, resolved_flags, task_files)
 from tasks.launch.run_lock import claim_out_dir  # noqa: E402
-from tasks.launch.configs import ModelConfig  # noqa: E402
+from tasks.launch.configs import RunConfig  # noqa: E402
 from tasks.engine.config import add_dataclass_args, dataclass_from_args  # noqa: E402
-from tasks.engine import TrainConfig, seed_everything  # noqa: E402
+from tasks.engine import seed_everything  # noqa: E402
 
 import torch  # noqa: E402
 
-from gan.data import semi_supervised  # noqa: E402
+from gan.data import SemiSupervisedConfig, semi_supervised  # noqa: E402
 from gan.frozen import embed_examples  # noqa: E402
 from gan.probe import fake_probe  # noqa: E402
 from gan.model import GanBert, GanConfig  # noqa: E402
@@ -52,11 +52,7 @@ def build_parser():
     g = parser.add_argument_group("semi-supervised data")
     g.add_argument("--tasks", nargs="+", choices=TASKS, default=["sst"], metavar="TASK",
                    help=f"train one model on each of these ({', '.join(TASKS)})")
-    g.add_argument("--labeled_fraction", type=float, default=0.1, help="share of each class that keeps its labels")
-    g.add_argument("--unlabeled_fraction", type=float, default=1.0,
-                   help="share of the remaining rows that joins training without labels")
-    g.add_argument("--replicate", default="auto",
-                   help="times each labelled row is repeated; auto: GAN-BERT's max(1, log2(1 / labelled share))")
+    add_dataclass_args(g, SemiSupervisedConfig)
     add_dataclass_args(parser.add_argument_group("GAN (method: plain | ganbert | acganbert)"), GanConfig)
     for name in TASKS:
         add_task_file_args(parser, name, name)
@@ -67,16 +63,10 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parse_with_config(parser, argv)
     try:
-        dataclass_from_args(GanConfig, args)
-        dataclass_from_args(TrainConfig, args)
+        for cls in (GanConfig, SemiSupervisedConfig):
+            dataclass_from_args(cls, args)
     except ValueError as err:
         parser.error(str(err))
-    if args.replicate != "auto" and not (args.replicate.isdigit() and int(args.replicate) >= 1):
-        parser.error(f"--replicate must be 'auto' or an integer >= 1, got {args.replicate!r}")
-    if not 0 < args.labeled_fraction <= 1:
-        parser.error(f"--labeled_fraction must be in (0, 1], got {args.labeled_fraction}")
-    if not 0 <= args.unlabeled_fraction <= 1:
-        parser.error(f"--unlabeled_fraction must be in [0, 1], got {args.unlabeled_fraction}")
     return args
 
 
@@ -107,40 +97,40 @@ def with_fake_probe(evaluate, proc, tokenizer, max_length: int, device):
     return evaluate_with_probe
 
 
-def run_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
+def run_gan(spec: RunConfig, task: str, files: dict, show_progress: bool = True) -> dict:
     """train_gan holding --out_dir (tasks/launch/run_lock.py): one run per folder, --resume's flags checked."""
-    with claim_out_dir(args, resolved_flags(args), Path(sys.argv[0]).name):
-        return train_gan(args, task, files, show_progress)
+    with claim_out_dir(spec.train, resolved_flags(spec.flags), Path(sys.argv[0]).name):
+        return train_gan(spec, task, files, show_progress)
 
 
-def train_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
+def train_gan(spec: RunConfig, task: str, files: dict, show_progress: bool = True) -> dict:
     """Train one model on one task, reload its best epoch, write predictions; returns its scores and data sizes."""
     started = time.time()
-    config = dataclass_from_args(TrainConfig, args)
-    gan = dataclass_from_args(GanConfig, args)
+    config, m, d = spec.train, spec.model, spec.data
+    gan, semi = spec.of(GanConfig), spec.of(SemiSupervisedConfig)
     seed_everything(config.seed)
     device = pick_device(config.use_gpu)
-    tokenizer, encoder = load_pretrained(dataclass_from_args(ModelConfig, args))
+    tokenizer, encoder = load_pretrained(m)
     num_labels = get_task(task).num_classes
-    model = GanBert(encoder, num_labels, gan, pooling=args.pooling)
-    if args.option == "pretrain":
+    model = GanBert(encoder, num_labels, gan, pooling=m.pooling)
+    if m.option == "pretrain":
         for p in model.encoder.parameters():
             p.requires_grad = False
-    proc = semi_supervised(task, tokenizer, files, args.labeled_fraction, args.unlabeled_fraction, gan.method,
-                           args.replicate, config.seed, args.max_examples, args.batch_size, args.max_length)
+    proc = semi_supervised(task, tokenizer, files, semi.labeled_fraction, semi.unlabeled_fraction, gan.method,
+                           semi.replicate, config.seed, d.max_examples, d.batch_size, m.max_length)
     s = proc.stats
     print(f"{task} ({gan.method}): {s['labeled']} labelled (x{s['replicate']}) + {s['unlabeled']} unlabelled train rows, "
           f"{s['steps_per_epoch']} steps per epoch; {len(proc.splits['dev'])} dev / {len(proc.splits['test'])} test")
 
-    meta = {"model": args.model, "task": task, "num_labels": num_labels, "pooling": args.pooling,
+    meta = {"model": m.model, "task": task, "num_labels": num_labels, "pooling": m.pooling,
             "gan": dataclasses.asdict(gan), "bert_config": encoder.config.to_dict(), "data": s,
-            "labeled_fraction": args.labeled_fraction, "unlabeled_fraction": args.unlabeled_fraction,
-            "seed": config.seed, "argv": sys.argv[1:], "flags": resolved_flags(args)}
-    if args.predict_test is False:
+            "labeled_fraction": semi.labeled_fraction, "unlabeled_fraction": semi.unlabeled_fraction,
+            "seed": config.seed, "argv": sys.argv[1:], "flags": resolved_flags(spec.flags)}
+    if d.predict_test is False:
         proc.splits["test"] = []
     trainer = GanTrainer(model, {task: proc}, config, with_fake_probe(make_evaluator({task: proc}, device), proc, tokenizer,
-                                                                      args.max_length, device),
-                         techniques.callbacks(args, model, "gan", config.seed), meta, show_progress)
+                                                                      m.max_length, device),
+                         techniques.callbacks(spec.techniques, model, config.seed), meta, show_progress)
     history = trainer.fit()
 
     out_dir = Path(config.out_dir)
@@ -169,10 +159,11 @@ def train_gan(args, task: str, files: dict, show_progress: bool = True) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     results = {}
-    for name in args.tasks:  # each task its own run, in its own folder (a copy of the flags: the parsed ones stay)
-        one = task_args(args, f"{name}-{args.method}")
+    spec = RunConfig.from_args(args, "gan")
+    for name in args.tasks:  # each task its own run, in its own folder
+        one = spec.with_flags(out_dir=os.path.join(args.out_dir, f"{name}-{args.method}"))
         print(f"=== {name} ({args.method}, {args.labeled_fraction:.0%} labelled) ===")
-        results[name] = run_gan(one, name, task_files(one, name, name))
+        results[name] = run_gan(one, name, task_files(args, name, name))
     print("dev accuracy: " + ", ".join(f"{k} {v.get('dev_accuracy', float('nan')):.4f}" for k, v in results.items()))
     return results
 

@@ -50,6 +50,7 @@ from tasks.studies.phase_cache import cached_phases  # noqa: E402
 from tasks.studies.report import interval_text, paired_chart, write_table  # noqa: E402
 from tasks.studies.runner import Study  # noqa: E402
 from tasks.studies.stats import compare  # noqa: E402
+from tasks.launch.configs import RunConfig  # noqa: E402
 from tasks.launch.run import parse_with_config, resolved_flags, run, task_files  # noqa: E402
 
 ARMS = techniques.arms()  # name -> (flags, what it is), from each technique's module
@@ -191,17 +192,18 @@ def tuning_points(technique: str, lr_grid, tune_grid: Dict[str, List[str]], lr: 
     return [(x, c) for x in (lr_grid or [lr]) for c in combos]
 
 
-def cell_args(args, technique: str, seed: int, cell_dir: Path, lr: float, params: Optional[dict] = None
-              ) -> argparse.Namespace:
-    """One cell's classifier flags: the grid's shared budget, its seed, folder and learning rate (the head's
-    scaled with it), then the technique's flags and its tuned values."""
+def cell_config(args, technique: str, seed: int, cell_dir: Path, lr: float, params: Optional[dict] = None
+                ) -> RunConfig:
+    """One cell's classifier run: the grid's shared budget, its seed, folder and learning rate (the head's
+    scaled with it), then the technique's flags and its tuned values, parsed as the command line would."""
     phases, flags, _ = technique_args(technique)
     flags = list(flags) + [a for k, v in (params or {}).items() for a in (f"--{k}", v)]
     cell = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ABLATE_ONLY})
     cell.tasks, cell.seed, cell.out_dir, cell.predict_test = [args.task], seed, str(cell_dir), False
     cell.lr, cell.head_lr = lr, (args.head_lr or args.lr) * lr / args.lr
     cell.predictions_dir, cell.phases = str(cell_dir / "predictions"), phases + ("finetune",)
-    return build_parser().parse_args(list(flags), namespace=cell)  # only the technique's flags change
+    cell = build_parser().parse_args(list(flags), namespace=cell)  # only the technique's flags change
+    return RunConfig.from_args(cell, "classifier")
 
 
 def main(argv=None):
@@ -218,7 +220,7 @@ def main(argv=None):
                   budget_defaults=resolved_flags(build_parser().parse_args([])))
     metric = get_task(args.task).metric
     phase_cache = Path(args.phase_cache or out_dir / "phases")
-    train = lambda c: run(c, [args.task], {args.task: task_files(c, args.task, args.task)}, "classifier")  # noqa: E731
+    train = lambda c: run(c, [args.task], {args.task: task_files(c.flags, args.task, args.task)})  # noqa: E731
     command = "python tasks/ablate.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     order = list(dict.fromkeys(["plain", *args.techniques]))
 
@@ -226,19 +228,19 @@ def main(argv=None):
         technique, seed, lr, stage, params = (cell[k] for k in study.key)
         tried = "".join(f"-{k}{v}" for k, v in params.items())
         cell_dir = out_dir / (f"{technique}-seed{seed}" + (f"-lr{lr:g}{tried}" if stage == "tune" else ""))
-        cell_ns = cell_args(args, technique, seed, cell_dir, lr, params)
+        spec = cell_config(args, technique, seed, cell_dir, lr, params)
         tqdm.write(f"=== {stage}: {technique}, seed {seed}, lr {lr:g}{tried} ===")
-        phases, phase_seconds = cell_ns.phases[:-1], 0.0
+        phases, phase_seconds = spec.phases.phases[:-1], 0.0
         if phases:  # trained once per seed (and phase setting), then every cell starts from the saved encoder
-            cell_ns.model, phase_seconds = cached_phases(cell_ns, phases, phase_cache, train)
-            cell_ns.phases = ("finetune",)
+            encoder, phase_seconds = cached_phases(spec, phases, phase_cache, train)
+            spec = spec.with_flags(model=encoder, phases=("finetune",))
         t0 = time.time()
-        scores = train(cell_ns)
+        scores = train(spec)
         history = [r for r in read_jsonl(cell_dir / "metrics.jsonl") if "final" not in r]
         record = {"score": scores[args.task], "selection": max(h["dev"]["score"] for h in history), "metric": metric,
                   "wall_seconds": round(time.time() - t0 + phase_seconds, 1), "phase_seconds": round(phase_seconds, 1),
                   "finetune_epochs": args.epochs,
-                  "extra_epochs": sum(getattr(cell_ns, f"{p}_epochs") for p in technique_args(technique)[0])}
+                  "extra_epochs": sum(spec.flags[f"{p}_epochs"] for p in technique_args(technique)[0])}
         if not args.keep_checkpoints:  # the checkpoints and the saved model: large, and the record is kept
             shutil.rmtree(cell_dir / "model", ignore_errors=True)
             for path in cell_dir.rglob("*.safetensors"):

@@ -15,7 +15,8 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from tasks.launch.run import add_task_file_args, base_parser, parse_with_config, run, task_args, task_files  # noqa: E402
+from tasks.launch.configs import RunConfig  # noqa: E402
+from tasks.launch.run import add_task_file_args, base_parser, parse_with_config, run, task_files  # noqa: E402
 
 TASKS = ("sst", "cfimdb")
 
@@ -36,14 +37,15 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     results = {}
-    for name in args.tasks:  # each task its own run, in its own folder (a copy of the flags: the parsed ones stay)
-        one = task_args(args, f"{name}-{args.option}")
+    spec = RunConfig.from_args(args, "classifier")
+    for name in args.tasks:  # each task its own run, in its own folder
+        one = spec.with_flags(out_dir=os.path.join(args.out_dir, f"{name}-{args.option}"))
         print(f"=== {name} ({args.option}) ===")
-        files = task_files(one, name, name)
+        files = task_files(args, name, name)
         for split in ("dev", "test"):  # as the coursework names them: predictions/finetune-sst-dev-output.csv
             if getattr(args, f"{name}_{split}_out") is None:
                 files[f"{split}_out"] = os.path.join(args.predictions_dir, f"{args.option}-{name}-{split}-output.csv")
-        scores = run(one, [name], {name: files}, "classifier")
+        scores = run(one, [name], {name: files})
         results[name] = scores[name] if "finetune" in args.phases else scores  # without fine-tuning: phase losses
     if "finetune" in args.phases:
         print("dev accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))

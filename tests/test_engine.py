@@ -212,8 +212,9 @@ class GradNoiseTechnique(Technique):
 def test_a_technique_registered_in_one_line_gets_flags_checks_arms_and_its_hook(monkeypatch, capsys):
     from tasks import multitask
     monkeypatch.setitem(techniques.REGISTRY, "grad_noise", GradNoiseTechnique())
-    args = multitask.parse_args(["--grad_noise", "0.5"])
-    (callback,) = techniques.callbacks(args, torch.nn.Linear(3, 1), "multitask", seed=0)
+    from tasks.launch.configs import RunConfig
+    spec = RunConfig.from_args(multitask.parse_args(["--grad_noise", "0.5"]), "multitask")
+    (callback,) = techniques.callbacks(spec.techniques, torch.nn.Linear(3, 1), seed=0)
     assert isinstance(callback, GradNoiseCallback) and callback.sigma == 0.5
     assert techniques.arms()["noise"][0] == ("--grad_noise", "0.01")
     with pytest.raises(SystemExit):

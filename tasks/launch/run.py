@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import copy as copy_module
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from ..engine.devices import pick_device
 from ..engine.distributed import init_distributed, leave_distributed
 from ..engine.param_groups import reinit_top_layers
 from .cli import Parser, config_tokens, configure_logging, fail
-from .configs import DataConfig, ModelConfig
+from .configs import DataConfig, HeadsConfig, ModelConfig, RunConfig
 from ..domain.data import get_task, hold_out
 from .inference import build_processor, dev_table, predict_and_write
 from ..domain.metrics import format_table, overall_score
@@ -36,7 +35,7 @@ from ..domain.model import MultitaskBert
 from ..domain.para_augment import augment_processor
 from .run_lock import RESUMES, claim_out_dir
 from ..domain.saved_model import save_model_folder
-from ..techniques.phases import PhaseData, PhasesConfig, prepare_finetune, run_phases, save_encoder
+from ..techniques.phases import PhaseData, prepare_finetune, run_phases, save_encoder
 
 REPO = Path(__file__).resolve().parents[2]
 SPLIT_FILES = {"train": "train", "dev": "dev", "test": "test-student"}
@@ -73,18 +72,20 @@ def parse_with_config(parser: Parser, argv=None) -> argparse.Namespace:
     return args
 
 
-def resolved_flags(args: argparse.Namespace) -> dict:
-    """Every flag's value, as JSON (what run_config.json holds and --config reads back)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "config"}
+def resolved_flags(flags) -> dict:
+    """Every flag's value (of the parsed Namespace, or a RunConfig's flags), as JSON: what run_config.json holds and
+    --config reads back."""
+    items = vars(flags).items() if isinstance(flags, argparse.Namespace) else flags.items()
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in items if k != "config"}
 
 
-def write_run_config(args: argparse.Namespace, out_dir) -> None:
+def write_run_config(flags, out_dir) -> None:
     """The flags in force, and after a --resume its record (at which step, what changed: tasks/launch/run_lock.py) under
     "resumes", which --config skips: the file does not claim a changed flag's new value for the whole run."""
     resumes = Path(out_dir) / RESUMES
     record = {"resumes": read_jsonl(resumes)} if resumes.is_file() else {}
     atomic_write_text(Path(out_dir) / "run_config.json",
-                      json.dumps({**resolved_flags(args), **record}, indent=1) + "\n")
+                      json.dumps({**resolved_flags(flags), **record}, indent=1) + "\n")
 
 
 def add_task_file_args(parser: argparse.ArgumentParser, prefix: str, task: str,
@@ -102,20 +103,17 @@ def add_task_file_args(parser: argparse.ArgumentParser, prefix: str, task: str,
                        help=f"default: <predictions_dir>/{outputs.format(prefix=prefix, split=split)}")
 
 
-def task_args(args: argparse.Namespace, folder: str) -> argparse.Namespace:
-    """A copy of the parsed flags for one task's run in <out_dir>/<folder> (the parsed flags stay as parsed)."""
-    return argparse.Namespace(**{**vars(args), "out_dir": os.path.join(args.out_dir, folder)})
-
-
-def task_files(args, prefix: str, task: str) -> Dict[str, str]:
-    """The files of one task: each flag's, else its default; no outputs for a CLI without --predictions_dir."""
+def task_files(flags, prefix: str, task: str) -> Dict[str, str]:
+    """The files of one task (from the parsed Namespace or a RunConfig's flags): each flag's, else its default; no
+    outputs for a CLI without --predictions_dir."""
+    flags = vars(flags) if isinstance(flags, argparse.Namespace) else flags
     files = {}
     for split in ("train", "dev", "test"):
-        given = getattr(args, f"{prefix}_{split}", None)
-        files[split] = given or str(Path(args.data_dir) / get_task(task).filename(SPLIT_FILES[split]))
-    for split in ("dev", "test") if hasattr(args, "predictions_dir") else ():
-        given = getattr(args, f"{prefix}_{split}_out", None)
-        files[f"{split}_out"] = given or str(Path(args.predictions_dir) / f"{prefix}-{split}-output.csv")
+        given = flags.get(f"{prefix}_{split}")
+        files[split] = given or str(Path(flags["data_dir"]) / get_task(task).filename(SPLIT_FILES[split]))
+    for split in ("dev", "test") if "predictions_dir" in flags else ():
+        given = flags.get(f"{prefix}_{split}_out")
+        files[f"{split}_out"] = given or str(Path(flags["predictions_dir"]) / f"{prefix}-{split}-output.csv")
     return files
 
 
@@ -143,34 +141,33 @@ def load_pretrained(cfg: ModelConfig) -> Tuple[Tokenizer, BertModel]:
     return Tokenizer.from_pretrained(cfg.model), encoder
 
 
-def run(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str, *more, **options) -> Dict[str, float]:
-    """`train_and_predict` holding --out_dir (tasks/launch/run_lock.py): one run per folder, what killed writes left there
-    removed, and --resume refused when a flag that changes the training differs from the checkpoint's."""
-    rank, _, _ = init_distributed(args.use_gpu)
-    with claim_out_dir(args, resolved_flags(args), Path(sys.argv[0]).name, main_process=rank == 0):
-        return train_and_predict(args, tasks, files, cli, *more, **options)
+def run(spec: RunConfig, tasks: List[str], files: Dict[str, Dict[str, str]], *more, **options) -> Dict[str, float]:
+    """`train_and_predict` holding --out_dir (tasks/launch/run_lock.py): one run per folder, what killed writes left
+    there removed, and --resume refused when a flag that changes the training differs from the checkpoint's."""
+    rank, _, _ = init_distributed(spec.train.use_gpu)
+    with claim_out_dir(spec.train, resolved_flags(spec.flags), Path(sys.argv[0]).name, main_process=rank == 0):
+        return train_and_predict(spec, tasks, files, *more, **options)
 
 
-def train_and_predict(args, tasks: List[str], files: Dict[str, Dict[str, str]], cli: str,
-        batch_sizes: Optional[Dict[str, int]] = None, para_head: str = "cross", sts_head: str = "cosine", sts_loss: str = "mse",
-        symmetric_pairs: bool = False, loss_weights: Optional[Dict[str, float]] = None, sts_cosine_map: str = "clamp",
-        para_augment: str = "none", para_augment_cap: int = 20) -> Dict[str, float]:
+def train_and_predict(spec: RunConfig, tasks: List[str], files: Dict[str, Dict[str, str]],
+                      heads: HeadsConfig = HeadsConfig(), batch_sizes: Optional[Dict[str, int]] = None,
+                      loss_weights: Optional[Dict[str, float]] = None) -> Dict[str, float]:
     """Build the model and processors for `tasks`, run the phases, train, reload the best weights, write predictions.
 
     Under `torchrun --nproc_per_node N` every process trains (tasks/engine/distributed.py); rank 0 alone prints, predicts
     and writes files, and the other ranks return {} after training.
     """
     started = time.time()
-    config, m, d = (dataclass_from_args(cls, args) for cls in (TrainConfig, ModelConfig, DataConfig))
+    config, m, d = spec.train, spec.model, spec.data
     rank, world_size, _ = init_distributed(config.use_gpu)
     log = print if rank == 0 else (lambda *a, **k: None)
     seed_everything(config.seed)
     device = pick_device(config.use_gpu)
     tokenizer, encoder = load_pretrained(m)
     num_labels = get_task(tasks[0]).num_classes if tasks[0] in ("sst", "cfimdb") else 5
-    model = MultitaskBert(encoder, tasks, num_labels=num_labels, pooling=m.pooling, para_head=para_head,
-                          sts_head=sts_head, dropout=m.hidden_dropout_prob, max_length=m.max_length,
-                          symmetric_pairs=symmetric_pairs, tokenizer=tokenizer, sts_cosine_map=sts_cosine_map,
+    model = MultitaskBert(encoder, tasks, num_labels=num_labels, pooling=m.pooling, para_head=heads.para_head,
+                          sts_head=heads.sts_head, dropout=m.hidden_dropout_prob, max_length=m.max_length,
+                          symmetric_pairs=heads.symmetric_pairs, tokenizer=tokenizer, sts_cosine_map=heads.sts_cosine_map,
                           head_dropout_samples=m.head_dropout_samples)
     if m.reinit_layers:  # after the heads' initialisation, which stays that of the default run
         reinit_top_layers(model.bert, m.reinit_layers)
@@ -185,12 +182,13 @@ def train_and_predict(args, tasks: List[str], files: Dict[str, Dict[str, str]], 
             processors[name] = build_processor(
                 name, model, tokenizer, files[name], splits=splits, max_examples=d.max_examples,
                 batch_size=(batch_sizes or {}).get(name) or d.batch_size, seed=config.seed,
-                **({"loss_kind": sts_loss} if name == "sts" else {}))
+                **({"loss_kind": heads.sts_loss} if name == "sts" else {}))
         except (OSError, ValueError) as err:  # a missing, unreadable or empty data file: the user's to fix
             fail(Path(sys.argv[0]).name, err)
         processors[name].loss_weight = (loss_weights or {}).get(name, 1.0)
-        if name == "para" and para_augment != "none":
-            log(augment_processor(processors[name], files[name], para_augment, para_augment_cap, config.seed))
+        if name == "para" and heads.para_augment != "none":
+            log(augment_processor(processors[name], files[name], heads.para_augment, heads.para_augment_cap,
+                                  config.seed))
         sizes = {s: len(p) for s, p in processors[name].splits.items()}
         log(f"{name}: {sizes['train']} train / {sizes['dev']} dev / {sizes['test']} test examples")
     selection = processors
@@ -199,9 +197,9 @@ def train_and_predict(args, tasks: List[str], files: Dict[str, Dict[str, str]], 
         log(", ".join(f"{n}: {len(p.splits['dev'])} training rows held out to select on" for n, p in selection.items()))
     if rank == 0:
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
-        write_run_config(args, config.out_dir)
+        write_run_config(spec.flags, config.out_dir)
 
-    phases = dataclass_from_args(PhasesConfig, args)  # DAE / contrastive, if asked for
+    phases = spec.phases  # DAE / contrastive, if asked for
     phase_scores = run_phases(phases, model, processors, tokenizer, config,
                               PhaseData(d.batch_size, m.max_length, m.model), selection)
     if "finetune" not in phases.phases:
@@ -213,9 +211,9 @@ def train_and_predict(args, tasks: List[str], files: Dict[str, Dict[str, str]], 
 
     prepare_finetune(phases, model)  # --finetune_encoder frozen: the paper's third phase
     meta = {"model": m.model, "heads": model.head_config(), "bert_config": encoder.config.to_dict(),
-            "argv": sys.argv[1:], "flags": resolved_flags(args)}
-    trainer = Trainer(model, techniques.wrap_processors(args, model, processors, cli), config,
-                      make_evaluator(selection, device), techniques.callbacks(args, model, cli, config.seed),
+            "argv": sys.argv[1:], "flags": resolved_flags(spec.flags)}
+    trainer = Trainer(model, techniques.wrap_processors(spec.techniques, model, processors), config,
+                      make_evaluator(selection, device), techniques.callbacks(spec.techniques, model, config.seed),
                       checkpoint_meta=meta)
     history = trainer.fit()
     if rank != 0:

@@ -9,13 +9,12 @@ folder with --model. A sequence reuses its prefix: 3phase's contrastive phase st
     <cache>/dae-contrastive-seed11711-<hash>/encoder/   after DAE, then the contrastive phase (3phase)
     <cache>/<entry>/phase.json                          what it depends on, its dev loss, its training seconds
 
-The hash covers every flag the phases can depend on (all but the fine-tuning's own and the other techniques'),
+The hash covers every flag (RunConfig.flags) the phases can depend on (all but the fine-tuning's own and the other techniques'),
 so a grid with another phase setting never reads a stale encoder; phase.json is written last, atomically, so an
 interrupted phase is resumed from its checkpoint instead of being read.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Dict, Sequence, Tuple
 
 from ..engine.checkpointing import atomic_write_text
+from ..launch.configs import RunConfig
 from ..techniques import REGISTRY
 from ..techniques.phases import PhasesConfig
 
@@ -36,31 +36,31 @@ OTHER_TECHNIQUES = {f.name for t in REGISTRY.values() if t.Config is not PhasesC
                     for f in dataclasses.fields(t.Config)} - PHASE_FLAGS
 
 
-def phase_key(cell: argparse.Namespace, phases: Sequence[str], base_model: str) -> str:
-    """The cache entry's name: the phases in order, the seed, and a hash of everything they depend on."""
-    flags = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(vars(cell).items())
+def phase_key(cell: RunConfig, phases: Sequence[str], base_model: str) -> str:
+    """The cache entry's name: the phases in order, the seed, and a hash of every flag they depend on."""
+    flags = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(cell.flags.items())
              if k not in FINETUNE_ONLY and k not in OTHER_TECHNIQUES}
     digest = hashlib.sha1(json.dumps({"model": base_model, "phases": list(phases), "flags": flags},
                                      sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"{'-'.join(phases)}-seed{cell.seed}-{digest}"
+    return f"{'-'.join(phases)}-seed{cell.train.seed}-{digest}"
 
 
-def cached_phases(cell: argparse.Namespace, phases: Sequence[str], cache_dir: Path,
-                  train: Callable[[argparse.Namespace], Dict[str, float]]) -> Tuple[str, float]:
+def cached_phases(cell: RunConfig, phases: Sequence[str], cache_dir: Path,
+                  train: Callable[[RunConfig], Dict[str, float]]) -> Tuple[str, float]:
     """The encoder after `phases` for this cell's seed and data: (folder for --model, the seconds its phases took
     to train; their dev losses are in each entry's phase.json). Each prefix is trained with `train` (a
     phases-only run) the first time only."""
-    model, seconds = cell.model, 0.0
+    model, seconds = cell.model.model, 0.0
     for i in range(len(phases)):
-        entry = Path(cache_dir) / phase_key(cell, phases[:i + 1], cell.model)
+        entry = Path(cache_dir) / phase_key(cell, phases[:i + 1], cell.model.model)
         done = entry / "phase.json"
         if not done.is_file():
-            run = argparse.Namespace(**{**vars(cell), "model": model, "phases": (phases[i],), "out_dir": str(entry),
-                                        "predictions_dir": str(entry / "predictions"), "resume": True})
+            run = cell.with_flags(model=model, phases=(phases[i],), out_dir=str(entry),
+                                  predictions_dir=str(entry / "predictions"), resume=True)
             t0 = time.time()
             scores = train(run)
             record = {"phases": list(phases[:i + 1]), "from": model, "seconds": round(time.time() - t0, 3),
-                      "dev_losses": scores, "flags": {k: v for k, v in vars(cell).items() if k in PHASE_FLAGS}}
+                      "dev_losses": scores, "flags": {k: v for k, v in cell.flags.items() if k in PHASE_FLAGS}}
             for path in entry.rglob("*.safetensors"):  # the phase's checkpoints; the encoder/ folder stays
                 if path.parent.name != "encoder":
                     path.unlink()

@@ -66,15 +66,17 @@ def conflicts(args) -> List[str]:
                        for other, why in t.excludes.items() if other in on]
 
 
-def callbacks(args, model, cli: str, seed: int) -> List[Callback]:
-    """The loop's callbacks the parsed flags switch on, in registry order."""
-    found = [t.callback(t.config(args), model, seed) for t in offered(cli)]
+def callbacks(configs: Dict[str, object], model, seed: int) -> List[Callback]:
+    """The loop's callbacks these techniques' configs switch on, in registry order."""
+    found = [t.callback(configs[t.name], model, seed) for t in REGISTRY.values() if t.name in configs]
     return [c for c in found if c is not None]
 
 
-def wrap_processors(args, model, processors: Dict[str, object], cli: str) -> Dict[str, object]:
-    for t in offered(cli):
-        processors = t.wrap_processors(t.config(args), model, processors)
+def wrap_processors(configs: Dict[str, object], model, processors: Dict[str, object]) -> Dict[str, object]:
+    """The processors wrapped by each technique that changes a task's data or loss, in registry order."""
+    for t in REGISTRY.values():
+        if t.name in configs:
+            processors = t.wrap_processors(configs[t.name], model, processors)
     return processors
 
 
