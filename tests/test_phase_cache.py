@@ -30,10 +30,10 @@ def test_phases_train_once_per_seed_and_a_frozen_grid_reuses_them(tiny_checkpoin
     cache = tmp_path / "phases"
     common = ["--techniques", "plain", "dae", "3phase", "--select_on", "heldout", "--heldout_fraction", "0.25",
               "--contrastive_augmentation", "1", "--phase_cache", str(cache)]
-    ablate.main(_tiny_grid(tiny_checkpoint, tiny_data, tmp_path / "full", 1, 24, *common, "--lr_grid", "1e-4", "1e-3"))
+    ablate.main(_tiny_grid(tiny_checkpoint, tiny_data, tmp_path / "full", 1, 16, *common))
     entries = sorted(p.name.rsplit("-", 1)[0] for p in cache.iterdir())
-    # seeds 1-3 and the tuning seed 4: DAE once, contrastive-after-DAE once, whatever the lr or the arm
-    assert entries == sorted(f"{phases}-seed{s}" for s in (1, 2, 3, 4) for phases in ("dae", "dae-contrastive"))
+    # per seed: DAE once, contrastive-after-DAE once, whatever the arm (and the lr: test_the_key_follows_...)
+    assert entries == sorted(f"{phases}-seed{s}" for s in (1, 2, 3) for phases in ("dae", "dae-contrastive"))
     trained = {p.name: json.loads((p / "phase.json").read_text()) for p in cache.iterdir()}
     for name, record in trained.items():
         assert (cache / name / "encoder" / "config.json").is_file()
@@ -57,13 +57,13 @@ def test_phases_train_once_per_seed_and_a_frozen_grid_reuses_them(tiny_checkpoin
             assert config["model"].startswith(str(cache)) and config["phases"] == ["finetune"]
 
     stamps = {p: p.stat().st_mtime_ns for p in cache.rglob("phase.json")}
-    ablate.main(_tiny_grid(tiny_checkpoint, tiny_data, tmp_path / "frozen", 1, 24, *common,
-                           "--finetune_encoder", "frozen"))
+    frozen_grid = [a for a in common if a not in ("plain", "dae")] + ["--finetune_encoder", "frozen"]  # 3phase only
+    ablate.main(_tiny_grid(tiny_checkpoint, tiny_data, tmp_path / "frozen", 1, 16, *frozen_grid))
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("phase.json")} == stamps  # nothing trained again
     frozen = [json.loads(x) for x in (tmp_path / "frozen" / "results.jsonl").read_text().splitlines()]
-    assert len(frozen) == 9 and all(r["score"] > 0 for r in frozen)
+    assert len(frozen) == 3 and all(r["score"] > 0 for r in frozen)
 
-    ablate.main(_tiny_grid(tiny_checkpoint, tiny_data, tmp_path / "longer", 1, 24, "--techniques", "dae",
+    ablate.main(_tiny_grid(tiny_checkpoint, tiny_data, tmp_path / "longer", 1, 16, "--techniques", "dae",
                            "--select_on", "heldout", "--heldout_fraction", "0.25", "--dae_epochs", "2",
                            "--phase_cache", str(cache)))
     assert len(list(cache.rglob("phase.json"))) == len(stamps) + 3  # another phase setting: its own entries
