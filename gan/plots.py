@@ -85,7 +85,7 @@ def plot_study(rows: Sequence[Dict], png_path, title: str = "") -> Path:
 
 
 def plot_unlabeled(rows: Sequence[Dict], summary: Sequence[Dict], png_path, title: str = "") -> Path:
-    """rows: one per seed and cell (results.csv); summary: gan.stats.summarize's rows. The first labelled
+    """rows: one per seed and cell (results.jsonl); summary: gan.stats.summarize's rows. The first labelled
     fraction only. "plain" ran once (unlabelled 0) and is drawn as a band across every amount."""
     f0 = min(float(r["labeled_fraction"]) for r in rows)
     rows = [r for r in rows if float(r["labeled_fraction"]) == f0]

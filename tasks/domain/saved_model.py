@@ -211,7 +211,7 @@ def card_header(model: MultitaskBert, card: dict) -> str:
                       f"name: {q(TASK_TITLES[t])}}}",
                       f"    dataset: {{name: {q(TASK_TITLES[t] + ' (CS224N dev file)')}, type: {q(HUB_DATASETS[t])}, "
                       "split: dev}",
-                      f"    metrics:", f"    - {{type: {HUB_METRICS[metric]}, value: {round(float(v), 4)}, "
+                      "    metrics:", f"    - {{type: {HUB_METRICS[metric]}, value: {round(float(v), 4)}, "
                       f"name: {q('dev ' + metric)}}}"]
     return "\n".join(lines + ["---", ""])
 
