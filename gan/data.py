@@ -12,14 +12,13 @@ import dataclasses
 import math
 import random
 from collections import defaultdict
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from tasks.domain.data import SentenceCollator, get_task, subsample
+from tasks.domain.data import SentenceCollator
 from tasks.engine.config import flag
-from tasks.domain.processors import SentimentProcessor
+from tasks.domain.processors import SentimentProcessor, read_splits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +110,8 @@ def semi_supervised(task: str, tokenizer, files: Dict[str, str], labeled_fractio
                     max_length: int = 128) -> SemiSupervisedProcessor:
     """The processor of one run. Every method gets the GAN's number of steps per epoch (the same budget);
     "plain" spends them on the labelled rows alone, cycled, as it cannot use unlabelled ones."""
-    load = get_task(task).loader
-    train, dev, test = (subsample(load(Path(files[s])), max_examples) if files.get(s) else [] for s in ("train", "dev", "test"))
+    splits = read_splits(task, *(files.get(s) for s in ("train", "dev", "test")), max_examples=max_examples)
+    train, dev, test = splits["train"], splits["dev"], splits["test"]
     lab_idx, pool = labeled_split([e.label for e in train], labeled_fraction, seed)
     unl_idx = unlabeled_subset(pool, unlabeled_fraction, seed)
     labeled, unlabeled = [train[i] for i in lab_idx], [train[i] for i in unl_idx]

@@ -29,6 +29,7 @@ from tasks.engine.checkpointing import load_state, write_jsonl  # noqa: E402
 from tasks.engine.devices import pick_device  # noqa: E402
 from tasks.launch.run import (REPO, add_task_file_args, base_parser, load_pretrained, make_evaluator,  # noqa: E402
                        parse_with_config, resolved_flags, task_files)
+from tasks.launch.cli import fail  # noqa: E402
 from tasks.launch.run_lock import claim_out_dir  # noqa: E402
 from tasks.launch.configs import RunConfig  # noqa: E402
 from tasks.engine.config import add_dataclass_args, dataclass_from_args  # noqa: E402
@@ -116,8 +117,11 @@ def train_gan(spec: RunConfig, task: str, files: dict, show_progress: bool = Tru
     if m.option == "pretrain":
         for p in model.encoder.parameters():
             p.requires_grad = False
-    proc = semi_supervised(task, tokenizer, files, semi.labeled_fraction, semi.unlabeled_fraction, gan.method,
-                           semi.replicate, config.seed, d.max_examples, d.batch_size, m.max_length)
+    try:
+        proc = semi_supervised(task, tokenizer, files, semi.labeled_fraction, semi.unlabeled_fraction, gan.method,
+                               semi.replicate, config.seed, d.max_examples, d.batch_size, m.max_length)
+    except (OSError, ValueError) as err:  # a missing, unreadable or empty data file: the user's to fix
+        fail(Path(sys.argv[0]).name, err)
     s = proc.stats
     print(f"{task} ({gan.method}): {s['labeled']} labelled (x{s['replicate']}) + {s['unlabeled']} unlabelled train rows, "
           f"{s['steps_per_epoch']} steps per epoch; {len(proc.splits['dev'])} dev / {len(proc.splits['test'])} test")

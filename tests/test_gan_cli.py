@@ -139,3 +139,15 @@ def test_bad_flag_values_are_clear_errors(argv, message, capsys):
     with pytest.raises(SystemExit):
         train.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_a_header_only_training_file_stops_the_gan_cli_with_the_message_alone(tiny_checkpoint, tiny_data, tmp_path,
+                                                                               capsys):
+    empty = tmp_path / "ids-sst-train.csv"
+    empty.write_text("\tid\tsentence\tsentiment\n")
+    with pytest.raises(SystemExit) as stop:  # before: a traceback from the replication factor
+        train.main(["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--sst_train", str(empty),
+                    "--out_dir", str(tmp_path / "out"), "--epochs", "1", *TINY])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {empty}: no usable rows" in err and "nothing to train sst on" in err and "Traceback" not in err

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import random
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,26 @@ log = logging.getLogger(__name__)
 
 def _text_length(example) -> int:
     return sum(len(getattr(example, field, "")) for field in ("sentence", "sentence1", "sentence2"))
+
+
+def read_splits(name: str, train=None, dev=None, test=None, max_examples: Optional[int] = None) -> Dict[str, list]:
+    """A task's examples per split from the given files (paths; None skips a split). `max_examples` keeps a fixed
+    random N of train and dev; the test split is read whole, since its predictions must cover every id. A train or
+    dev file with no usable rows is a ValueError naming the file (a test file's, a warning)."""
+    task = get_task(name)
+    splits = {}
+    for split, path in (("train", train), ("dev", dev), ("test", test)):
+        examples = [] if path is None else task.loader(Path(path))
+        if path is not None and not examples:
+            problem = f"{path}: no usable rows (a header and no rows, or every row skipped as malformed)"
+            if split == "test":
+                log.warning(f"{problem}: no {name} test predictions will be written")
+            else:
+                raise ValueError(f"{problem}: nothing to {'train' if split == 'train' else 'evaluate'} {name} on")
+        splits[split] = examples if split == "test" else subsample(examples, max_examples)
+        if path is not None and not splits[split] and split != "test":
+            raise ValueError(f"--max_examples {max_examples} leaves no {split} rows of {path}")
+    return splits
 
 
 class Processor:
@@ -50,20 +70,7 @@ class Processor:
         whole, since its predictions must cover every id. A train or dev file with no usable rows stops here,
         naming the file, rather than deep inside the first batch.
         """
-        task = get_task(name)
-        splits = {}
-        for split, path in (("train", train), ("dev", dev), ("test", test)):
-            examples = [] if path is None else task.loader(Path(path))
-            if path is not None and not examples:
-                problem = f"{path}: no usable rows (a header and no rows, or every row skipped as malformed)"
-                if split == "test":
-                    log.warning(f"{problem}: no {name} test predictions will be written")
-                else:
-                    raise ValueError(f"{problem}: nothing to {'train' if split == 'train' else 'evaluate'} {name} on")
-            splits[split] = examples if split == "test" else subsample(examples, max_examples)
-            if path is not None and not splits[split] and split != "test":
-                raise ValueError(f"--max_examples {max_examples} leaves no {split} rows of {path}")
-        return cls(name, tokenizer, **splits, **kw)
+        return cls(name, tokenizer, **read_splits(name, train, dev, test, max_examples), **kw)
 
     # ---- batching -------------------------------------------------------------------------------------------
     def collator(self):
