@@ -1,6 +1,7 @@
 """The loop's features: gradient accumulation, evaluation every N steps, early stopping, step checkpoints
 that survive SIGKILL (exact resume), atomic writes, no pickle, --config, devices and precision."""
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -180,12 +181,13 @@ def test_config_file_gives_defaults_the_command_line_wins_and_a_run_writes_its_o
     assert "bad.json: key 'epochz': not a flag" in capsys.readouterr().err
 
 
-def test_devices_and_precision(monkeypatch):
+def test_devices_and_precision(monkeypatch, caplog):
     cpu = torch.device("cpu")
     assert autocast_dtype(cpu, True) is None and Precision(cpu, True).scaler is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.warns(UserWarning, match="neither CUDA nor MPS"):
+    with caplog.at_level(logging.WARNING, logger="tasks.engine.devices"):
         assert pick_device(True) == cpu
+    assert "neither CUDA nor MPS" in caplog.text  # a logged notice, not a Python warning with its source line
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a T4 or V100
     assert autocast_dtype(cuda, True) == torch.float16 and autocast_dtype(cuda, False) is None

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
-import warnings
 from typing import Optional
 
 import torch
+
+log = logging.getLogger(__name__)  # a plain `warning: ...` line on the CLIs' stderr (tasks/launch/cli.py)
 
 
 def to_device(batch: dict, device) -> dict:
@@ -23,7 +25,7 @@ def pick_device(use_gpu: bool) -> torch.device:
     if use_gpu and mps is not None and mps.is_available():
         return torch.device("mps")
     if use_gpu:
-        warnings.warn("--use_gpu was given but neither CUDA nor MPS is available: training on the CPU")
+        log.warning("--use_gpu was given but neither CUDA nor MPS is available: training on the CPU")
     return torch.device("cpu")
 
 
@@ -84,5 +86,5 @@ def compile_layers(model: torch.nn.Module, backend: str = "inductor") -> bool:
             layer.compile(backend=backend)
         return True
     except Exception as err:  # noqa: BLE001  (whatever the reason, say it and train uncompiled)
-        warnings.warn(f"--compile: torch.compile is unavailable here ({err}); training without it")
+        log.warning(f"--compile: torch.compile is unavailable here ({err}); training without it")
         return False
