@@ -19,11 +19,9 @@ def _float(x):
     return float(x) if x not in ("", None) else math.nan
 
 
-def summarize(rows, baseline: str = "plain", baseline_any_unlabeled: bool = False):
-    """Per (method, labelled, unlabelled) cell: seeds, mean ± sd of the dev accuracy, the paired difference
-    against `baseline` over seeds (diff_mean, diff_lo, diff_hi), and the mean of each fake measure present.
-    baseline_any_unlabeled: the baseline ran once per labelled fraction (at unlabelled 0) and serves every
-    unlabelled amount (the frozen mode's "plain")."""
+def compared(rows, baseline: str = "plain", baseline_any_unlabeled: bool = False):
+    """stats.compare's rows, one per (method, labelled, unlabelled) cell, each paired with `baseline` at the same
+    amounts of data (or, baseline_any_unlabeled, at the same labelled fraction and unlabelled 0)."""
     cell = lambda r: (r["method"], float(r["labeled_fraction"]), float(r["unlabeled_fraction"]))  # noqa: E731
     cells = {cell(r) for r in rows}
 
@@ -35,9 +33,17 @@ def summarize(rows, baseline: str = "plain", baseline_any_unlabeled: bool = Fals
 
     order = {"plain": 0, "ganbert": 1, "acganbert": 2}
     arms = sorted(cells, key=lambda a: (a[1], a[2], order.get(a[0], 9)))
+    return compare(rows, arm=cell, metrics={"dev_accuracy": lambda r: float(r["dev_accuracy"])}, baseline=base_of,
+                   seed=lambda r: int(r["seed"]), order=arms)
+
+
+def summarize(rows, baseline: str = "plain", baseline_any_unlabeled: bool = False):
+    """Per (method, labelled, unlabelled) cell: seeds, mean ± sd of the dev accuracy, the paired difference
+    against `baseline` over seeds (diff_mean, diff_lo, diff_hi), and the mean of each fake measure present.
+    baseline_any_unlabeled: the baseline ran once per labelled fraction (at unlabelled 0) and serves every
+    unlabelled amount (the frozen mode's "plain")."""
     out = []
-    for c in compare(rows, arm=cell, metrics={"dev_accuracy": lambda r: float(r["dev_accuracy"])}, baseline=base_of,
-                     seed=lambda r: int(r["seed"]), order=arms):
+    for c in compared(rows, baseline, baseline_any_unlabeled):
         (method, f, u), by_seed = c["arm"], {int(r["seed"]): r for r in c["records"]}
         row = {"method": method, "labeled_fraction": f, "unlabeled_fraction": u, "seeds": len(by_seed),
                "mean_dev_accuracy": round(c["mean"]["dev_accuracy"], 4),

@@ -41,11 +41,11 @@ from gan.losses import VARIANTS  # noqa: E402
 from gan.model import GanConfig  # noqa: E402
 from gan.plots import plot_study, plot_unlabeled  # noqa: E402
 from gan.probe import fit_reference  # noqa: E402
-from gan.stats import FAKE_COLUMNS, summarize  # noqa: E402
+from gan.stats import FAKE_COLUMNS, compared, summarize  # noqa: E402
 from tasks.domain.data import get_task  # noqa: E402
 from tasks.launch.configs import RunConfig  # noqa: E402
 from tasks.launch.run import task_files  # noqa: E402
-from tasks.studies.report import write_table  # noqa: E402
+from tasks.studies.report import paired_chart, write_table  # noqa: E402
 from tasks.studies.runner import Study  # noqa: E402
 
 PASSTHROUGH = "Any other flag goes to every run of gan/train.py (see python gan/train.py --help)."
@@ -212,8 +212,11 @@ def main(argv=None):
                          title=f"{args.task.upper()}: dev accuracy vs labelled data ({args.epochs} epochs)")
     print(f"\n{len(todo)} cells in {(time.time() - started) / 60:.1f} min\n")
     write_table(out / "table.md", "", *markdown_rows(summary))
+    paired_chart(compared(rows, baseline_any_unlabeled=args.frozen), out / "chart.png", ["dev_accuracy"], ["dev acc."],
+                 title=lambda r: f"{r['arm'][0]} {r['arm'][1]:g} / {r['arm'][2]:g}",
+                 ylabel="difference against plain, per seed")
     print((out / "table.md").read_text(encoding="utf-8"))
-    print(f"wrote {study.path}, {out / 'summary.csv'}, {out / 'table.md'} and {png}")
+    print(f"wrote {study.path}, {out / 'summary.csv'}, {out / 'table.md'}, {png} and {out / 'chart.png'}")
     return summary
 
 

@@ -73,6 +73,7 @@ def test_study_cli_writes_csv_and_plot_and_resume_skips_finished_cells(tiny_chec
         assert len({r["steps_per_epoch"] for r in rows if r["labeled_fraction"] == f}) == 1  # the same budget
     assert all(0.0 <= float(r["dev_accuracy"]) <= 1.0 for r in rows)
     assert (tmp_path / "study-sst.png").stat().st_size > 1000 and len(_rows(tmp_path / "summary.csv")) == 6
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"  # the runner's paired chart: each GAN against plain
     assert not list(tmp_path.glob("cells/*/best.*"))  # checkpoints dropped once a cell is recorded
     for r in rows:  # the fakes' probe at the kept epoch, in the fine-tuned encoder's space: GANs only
         if r["method"] == "plain":
