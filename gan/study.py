@@ -190,7 +190,7 @@ def main(argv=None):
                  if args.frozen else {})}
     study = Study(out, key=KEY, budget=budget, resume=args.resume, legacy=lambda: read_legacy_csv(out / "results.csv"))
     cells = grid(args)
-    todo = [c for c in cells if study.find(c) is None]
+    todo = study.todo(cells)
     if args.frozen:
         torch.set_num_threads(args.threads)
     run = (frozen_runner if args.frozen else fine_tuned_runner)(args, passthrough, out) if todo else None

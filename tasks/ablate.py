@@ -264,9 +264,8 @@ def main(argv=None):
                                          f"Ablation on {args.task} (dev {metric}); command: `{command}`")
     study.run([cell(t, s, chosen[t][0], "main", chosen[t][1]) for s in args.seeds for t in args.techniques],
               run_cell, after=write, desc="ablation grid", name=lambda c: f"{c['technique']}/seed {c['seed']}")
-    records = study.records
 
-    rows = summarize(records, list(dict.fromkeys(["plain", *args.techniques])))
+    rows = summarize(study.records, order)
     wall = time.time() - started
     sample = f", a fixed random {args.max_examples} examples per split" if args.max_examples else ""
     grids = ([f"--lr from {args.lr_grid}"] if args.lr_grid else []) + [

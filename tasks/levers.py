@@ -142,7 +142,7 @@ def write_table(rows: List[dict], out_dir: Path, header: str) -> None:
                                                   "s / cell"], table, right=[0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1])
 
 
-def write_chart(records: List[dict], rows: List[dict], out_dir: Path) -> None:
+def write_chart(rows: List[dict], out_dir: Path) -> None:
     """Each arm's per-seed differences against base (dots) overall and on every task, their mean (bar) and the
     overall score's paired 95% interval (whisker): the seed-to-seed spread a single run hides."""
     paired_chart(rows, out_dir / "chart.png", ("score",) + TASKS, ("overall", "SST acc", "Quora acc", "STS r"),
@@ -152,7 +152,7 @@ def write_chart(records: List[dict], rows: List[dict], out_dir: Path) -> None:
 def write_outputs(records: List[dict], arms: Dict[str, List[str]], out_dir: Path, header: str) -> None:
     rows = summarize(records, order(arms, records))
     write_table(rows, out_dir, header)
-    write_chart(records, rows, out_dir)
+    write_chart(rows, out_dir)
 
 
 def scored_on(extra: str) -> str:

@@ -133,14 +133,14 @@ def test_the_table_gives_the_paired_interval_of_the_overall_score_against_base(t
     levers.write_table(list(rows.values()), tmp_path, "header")
     line = next(x for x in (tmp_path / "table.md").read_text().splitlines() if x.startswith("| lever |"))
     assert f"[{by_hand['lo']:+.4f}, {by_hand['hi']:+.4f}] | helps |" in line
-    levers.write_chart(records, list(rows.values()), tmp_path)
+    levers.write_chart(list(rows.values()), tmp_path)
     assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_no_chart_without_an_arm_to_compare_with_base(tmp_path):
     _write_metrics(tmp_path / "base1", [_dev(0.4, 0.8, 0.8)], best_epoch=1)
     records = [levers.cell_record("base", [], 1, tmp_path / "base1", 1.0)]
-    levers.write_chart(records, levers.summarize(records, ["base"]), tmp_path)
+    levers.write_chart(levers.summarize(records, ["base"]), tmp_path)
     assert not (tmp_path / "chart.png").exists()
 
 

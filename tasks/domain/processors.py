@@ -64,12 +64,8 @@ class Processor:
 
     @classmethod
     def from_files(cls, name: str, tokenizer, train=None, dev=None, test=None, max_examples: Optional[int] = None, **kw):
-        """Load the given files (paths; None skips a split).
-
-        `max_examples` keeps a fixed random N of train and dev (quick runs); the test split is always read
-        whole, since its predictions must cover every id. A train or dev file with no usable rows stops here,
-        naming the file, rather than deep inside the first batch.
-        """
+        """The processor of the given files (read_splits: None skips a split; a train or dev file with no usable
+        rows stops here, naming the file, rather than deep inside the first batch)."""
         return cls(name, tokenizer, **read_splits(name, train, dev, test, max_examples), **kw)
 
     # ---- batching -------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Iterable, List, Optional, Sequence
 
 from tqdm.auto import tqdm
 
@@ -63,12 +63,16 @@ class Study:
         write_jsonl(self.path, self.records)
         return record
 
+    def todo(self, cells: Iterable[dict]) -> List[dict]:
+        """The cells not yet recorded, in order."""
+        return [c for c in cells if self.find(c) is None]
+
     def run(self, cells: Iterable[dict], run_cell: Callable[[dict], dict],
             after: Optional[Callable[[List[dict]], None]] = None, desc: str = "grid",
             name: Callable[[dict], str] = lambda c: "/".join(str(v) for v in c.values())) -> List[dict]:
         """Run every cell not yet recorded, in order; return each cell's record (old or new)."""
         cells = list(cells)
-        todo = [c for c in cells if self.find(c) is None]
+        todo = self.todo(cells)
         if cells:
             print(f"{len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run; "
                   f"results in {self.path}", flush=True)
@@ -79,6 +83,3 @@ class Study:
             if after:
                 after(self.records)
         return [self.find(c) for c in cells]
-
-    def by_key(self) -> Dict[tuple, dict]:
-        return {self.cell_key(r): r for r in self.records}
