@@ -15,6 +15,7 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable, not this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from tasks import techniques  # noqa: E402
 from tasks.launch.configs import RunConfig  # noqa: E402
 from tasks.launch.run import add_task_file_args, base_parser, parse_with_config, run, task_files  # noqa: E402
 
@@ -38,6 +39,7 @@ def main(argv=None):
     args = parse_args(argv)
     results = {}
     spec = RunConfig.from_args(args, "classifier")
+    finetunes = techniques.finetunes(spec.techniques)  # not: a phases-only run, which saves an encoder
     for name in args.tasks:  # each task its own run, in its own folder
         one = spec.with_flags(out_dir=os.path.join(args.out_dir, f"{name}-{args.option}"))
         print(f"=== {name} ({args.option}) ===")
@@ -46,8 +48,8 @@ def main(argv=None):
             if getattr(args, f"{name}_{split}_out") is None:
                 files[f"{split}_out"] = os.path.join(args.predictions_dir, f"{args.option}-{name}-{split}-output.csv")
         scores = run(one, [name], {name: files})
-        results[name] = scores[name] if "finetune" in args.phases else scores  # without fine-tuning: phase losses
-    if "finetune" in args.phases:
+        results[name] = scores[name] if finetunes else scores  # without fine-tuning: the phases' losses
+    if finetunes:
         print("dev accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
     return results
 

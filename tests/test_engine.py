@@ -226,3 +226,38 @@ def test_a_technique_registered_in_one_line_gets_flags_checks_arms_and_its_hook(
         with pytest.raises(SystemExit):
             multitask.parse_args(argv)
         assert message in capsys.readouterr().err
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStartConfig:
+    warm_start: str = flag("off", "look at the built model before fine-tuning; only: and stop there",
+                           choices=("off", "on", "only"))
+
+
+class WarmStartTechnique(Technique):
+    """Work before fine-tuning, as the phases do, through the same hook: run.py calls no technique by name."""
+    name, summary, Config = "warm_start", "a step before fine-tuning", WarmStartConfig
+    clis = ("multitask",)
+
+    def before_finetuning(self, cfg, parts):
+        if cfg.warm_start == "off":
+            return {}
+        return {"warm_start_tasks": len(parts.processors), "out_dir_given": parts.train.out_dir != ""}
+
+    def finetunes(self, cfg):
+        return cfg.warm_start != "only"
+
+
+def test_a_technique_works_before_fine_tuning_or_instead_of_it(monkeypatch, tiny_checkpoint, tiny_data, tmp_path):
+    from tasks import multitask
+    from tasks.engine.checkpointing import read_jsonl
+    monkeypatch.setitem(techniques.REGISTRY, "warm_start", WarmStartTechnique())
+    base = ["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--epochs", "1", "--batch_size", "8",
+            "--max_examples", "8", "--predictions_dir", str(tmp_path / "pred"), "--no-predict_test"]
+    only = multitask.main(base + ["--out_dir", str(tmp_path / "only"), "--warm_start", "only"])
+    assert only == {"warm_start_tasks": 3, "out_dir_given": True}  # the run ended there: nothing trained
+    assert not (tmp_path / "only" / "best.safetensors").exists()
+    scores = multitask.main(base + ["--out_dir", str(tmp_path / "on"), "--warm_start", "on"])
+    assert set(scores) == {"sst", "para", "sts", "overall"}
+    final = read_jsonl(tmp_path / "on" / "metrics.jsonl")[-1]
+    assert final["phases"] == {"warm_start_tasks": 3, "out_dir_given": True}  # its scores, reported with the run's

@@ -1,7 +1,8 @@
 """The training engine: a model-agnostic loop and what it needs, importing nothing from the task domain, the
 techniques or the CLIs above it (tests/test_engine.py checks that).
 
-    trainer.py        Trainer: epochs of steps, evaluation, the best weights, patience, --resume
+    trainer.py        Trainer: epochs of steps, evaluation, the best weights, patience
+    resumable.py      the Trainer's checkpoints and the exact --resume from one
     progress.py       where training stands (position, running losses, evaluations): what a checkpoint holds
     callbacks.py      the Callback contract: the hooks (on_…) and the two roles, in one list
     config.py         TrainConfig, and flag() / add_dataclass_args: frozen dataclasses that generate argparse

@@ -3,24 +3,22 @@
 It is model-agnostic, in the manner of minGPT's Trainer: it is given a model, a dict of "processors"
 (anything with `num_batches()`, `batches(epoch)` and `loss(model, batch)`, see tasks/domain/processors.py), an
 `evaluate(model) -> {"score": ..., ...}` function, and the techniques' callbacks (callbacks.py lists their
-hooks). Where it runs (device, precision, compile, processes) is the Accelerator's business, not the loop's.
+hooks). Where it runs (device, precision, compile, processes) is the Accelerator's business, not the loop's;
+what a checkpoint holds and how `--resume` continues from the exact batch, resumable.py's.
 
-An epoch is a schedule of batches, one task per batch (sampling.py); consecutive batches are grouped into
-steps of `tasks_per_step` (default: as many batches as there are tasks, which under proportional sampling may
-hold a task twice and another not at all), whose losses are summed, and `grad_accum` steps' gradients are
-averaged into one optimizer step. A subclass may override three methods (GanTrainer: one per player):
+An epoch is a schedule of batches, one task per batch (sampling.py), grouped into steps of `tasks_per_step`
+whose losses are summed; `grad_accum` steps' gradients are averaged into one optimizer step. A subclass may
+override three methods (GanTrainer: one per player):
 
     configure_optimizers()          the optimizers and schedules
     training_step(micro, streams)   forward + backward of one optimizer step's batches, then optimizer_step()
     clip_gradients()                before the callbacks' on_before_update
 
 Around them the loop evaluates (every epoch, or every `eval_every` steps), keeps the best weights, stops early
-after `patience` evaluations without a gain, and writes a checkpoint (checkpointing.py) that `--resume`
-continues from the exact batch: data order, RNG states, schedules and every callback's state.
+after `patience` evaluations without a gain, and writes the checkpoints.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -32,10 +30,11 @@ from optim import AdamW, make_scheduler
 
 from .accelerator import Accelerator
 from .callbacks import role_players
-from .checkpointing import load_state, rng_state, save_state, set_rng_state, write_jsonl
+from .checkpointing import write_jsonl
 from .config import TrainConfig
 from .param_groups import param_groups
 from .progress import Progress
+from .resumable import Resumable
 from .sampling import TaskStream, task_schedule
 
 
@@ -45,7 +44,7 @@ def loss_weight(processor) -> float:
     return getattr(processor, "loss_weight", 1.0)
 
 
-class Trainer:
+class Trainer(Resumable):
     synchronises_through_ddp = True  # False: the subclass averages its gradients itself (GanTrainer)
 
     def __init__(self, model: torch.nn.Module, processors: Dict[str, object], config: TrainConfig,
@@ -67,7 +66,6 @@ class Trainer:
         self.optimizers, self.schedulers = self.configure_optimizers()
         self.optimizer, self.scheduler = self.optimizers[0], self.schedulers[0]
         self.progress = Progress()  # where training stands; all of it goes into the checkpoint
-        self._restored_rng: Optional[dict] = None
 
     def num_batches(self) -> Dict[str, int]:
         """Each task's batches per epoch in this process (under DDP, its share: every world_size-th batch)."""
@@ -139,51 +137,7 @@ class Trainer:
         player = self.roles["evaluated_model"]
         return player.evaluated_model(self) if player is not None else self.model
 
-    # ---- checkpoints ------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
-                "schedulers": [s.state_dict() for s in self.schedulers],
-                "callbacks": [c.state_dict() for c in self.callbacks], "rng": rng_state(), **self.progress.state_dict(),
-                "config": dataclasses.asdict(self.config), "meta": self.meta}
-
-    def save_checkpoint(self) -> None:
-        if self.accelerator.is_main:
-            save_state(self.out_dir / "last.safetensors", self.state_dict())
-
-    def save_best(self, scores: Dict[str, float]) -> None:
-        save_state(self.out_dir / "best.safetensors",
-                   {"model": self.eval_model.state_dict(), "meta": self.meta, "config": dataclasses.asdict(self.config),
-                    "epoch": self.progress.epoch + 1, "step": self.progress.global_step, "scores": scores})
-
-    def resume(self) -> None:
-        path = self.out_dir / "last.safetensors"
-        if not path.is_file():
-            print(f"--resume: no checkpoint at {path}; starting from scratch")
-            return
-        state = load_state(path)
-        self.model.load_state_dict(state["model"])
-        for obj, saved in zip(self.optimizers + self.schedulers + self.callbacks,
-                              state["optimizers"] + state["schedulers"] + state["callbacks"]):
-            obj.load_state_dict(saved)
-        self.progress.load_state_dict(state)
-        self._restored_rng = state["rng"]  # set once the streams have replayed their batches
-        if self.accelerator.is_main:
-            print(f"resumed from {path} at epoch {self.progress.epoch + 1}, step {self.progress.step_in_epoch} of "
-                  f"{self.steps_per_epoch}")
-
     # ---- the loop ---------------------------------------------------------------------------------------------
-    def _streams(self) -> Dict[str, TaskStream]:
-        """This epoch's batch streams; after --resume, each first skips the batches already trained on."""
-        acc, progress = self.accelerator, self.progress
-        streams = {n: TaskStream(p, progress.epoch, acc.rank, acc.world_size) for n, p in self.processors.items()}
-        if self._restored_rng is not None:
-            for name, stream in streams.items():
-                stream.skip(progress.taken.get(name, 0))
-            set_rng_state(self._restored_rng)
-            acc.reseed_after_resume(self.config.seed, progress.global_step)
-            self._restored_rng = None
-        return streams
-
     def _evaluate(self, started: float, epoch_done: bool) -> bool:
         """Score dev, record it, keep the best, write metrics and the checkpoint. True: patience ran out."""
         acc, progress = self.accelerator, self.progress
@@ -221,7 +175,7 @@ class Trainer:
         while progress.epoch < cfg.epochs and not stop:
             self.model.train()
             steps = task_schedule(sizes, cfg.task_sampling, cfg.tasks_per_step, progress.epoch, cfg.epochs, cfg.seed)
-            streams = self._streams()
+            streams = self.streams()
             bar = tqdm(range(progress.step_in_epoch, self.steps_per_epoch), initial=progress.step_in_epoch,
                        total=self.steps_per_epoch, desc=f"epoch {progress.epoch + 1}/{cfg.epochs}",
                        disable=not self.show_progress, mininterval=2.0, dynamic_ncols=True)

@@ -35,7 +35,6 @@ from ..domain.model import MultitaskBert
 from ..domain.para_augment import augment_processor
 from .run_lock import RESUMES, claim_out_dir
 from ..domain.saved_model import save_model_folder
-from ..techniques.phases import PhaseData, prepare_finetune, run_phases, save_encoder
 
 REPO = Path(__file__).resolve().parents[2]
 SPLIT_FILES = {"train": "train", "dev": "dev", "test": "test-student"}
@@ -199,17 +198,13 @@ def train_and_predict(spec: RunConfig, tasks: List[str], files: Dict[str, Dict[s
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
         write_run_config(spec.flags, config.out_dir)
 
-    phases = spec.phases  # DAE / contrastive, if asked for
-    phase_scores = run_phases(phases, model, processors, tokenizer, config,
-                              PhaseData(d.batch_size, m.max_length, m.model), selection)
-    if "finetune" not in phases.phases:
-        if rank == 0:
-            folder = save_encoder(model.bert, m.model, Path(config.out_dir) / "encoder")
-            print(f"phases {', '.join(phases.phases)} done; encoder saved to {folder} (pass it as --model)")
+    parts = techniques.RunParts(model, processors, selection, tokenizer, config, d.batch_size, m.max_length, m.model,
+                                is_main=rank == 0)
+    phase_scores = techniques.before_finetuning(spec.techniques, parts)  # the phases (DAE, contrastive), if asked for
+    if not techniques.finetunes(spec.techniques):  # phases only: they saved the encoder
         leave_distributed()
         return phase_scores if rank == 0 else {}
 
-    prepare_finetune(phases, model)  # --finetune_encoder frozen: the paper's third phase
     meta = {"model": m.model, "heads": model.head_config(), "bert_config": encoder.config.to_dict(),
             "argv": sys.argv[1:], "flags": resolved_flags(spec.flags)}
     trainer = Trainer(model, techniques.wrap_processors(spec.techniques, model, processors), config,

@@ -7,7 +7,7 @@
     adversarial.py   contrastive adversarial training (CAT)         wraps the processors' loss
     rdrop.py         R-Drop: two dropout passes, symmetric KL       wraps the processors' loss
     mnrl.py          in-batch negatives on Quora's duplicates       wraps the paraphrase processor (batches, loss)
-    phases.py        DAE → contrastive → fine-tune (dae.py, contrastive.py are its phases)   runs before fine-tuning
+    phases.py        DAE → contrastive → fine-tune (dae.py, contrastive.py are its phases)   before_finetuning
 
 Each declares itself once (base.py: its `Config` dataclass of flags, the CLIs that offer it, its ablation arms,
 the techniques it excludes). `tasks/launch/run.py` adds the flags of the techniques a CLI offers and checks them here
@@ -21,7 +21,7 @@ from typing import Dict, List
 from ..engine.callbacks import Callback
 from ..engine.config import add_dataclass_args
 from .adversarial import AdversarialTechnique
-from .base import Technique
+from .base import RunParts, Technique
 from .checkpoint_average import CheckpointAverageTechnique
 from .child_tuning import ChildTuningTechnique
 from .ema import EMATechnique
@@ -64,6 +64,20 @@ def conflicts(args) -> List[str]:
             on.add(t.name)
     return problems + [why for t in REGISTRY.values() if t.name in on
                        for other, why in t.excludes.items() if other in on]
+
+
+def before_finetuning(configs: Dict[str, object], parts: RunParts) -> Dict[str, float]:
+    """Each switched-on technique's work before fine-tuning (the phases), in registry order; their scores."""
+    scores = {}
+    for t in REGISTRY.values():
+        if t.name in configs:
+            scores.update(t.before_finetuning(configs[t.name], parts))
+    return scores
+
+
+def finetunes(configs: Dict[str, object]) -> bool:
+    """Whether the run goes on to fine-tuning (not: a phases-only run, which saves the encoder instead)."""
+    return all(t.finetunes(configs[t.name]) for t in REGISTRY.values() if t.name in configs)
 
 
 def callbacks(configs: Dict[str, object], model, seed: int) -> List[Callback]:

@@ -4,10 +4,11 @@ As data: its flags (`Config`, a frozen dataclass: each field one --flag, declare
 that offer it, its ablation arms, and the techniques it cannot run with (`excludes`). How it attaches, each
 a method that does nothing unless the technique overrides it:
 
+    before_finetuning(cfg, parts)            train or change the model before the loop starts (the phases:
+                                             DAE, contrastive); `finetunes(cfg)` False ends the run there
     wrap_processors(cfg, model, processors)  change a task's data or loss (CAT, R-Drop, MNRL)
     callback(cfg, model, seed)               hook the training loop (PCGrad, Child-Tuning, EMA, the checkpoint
                                              average): a Callback, whose hooks tasks/engine/callbacks.py lists
-    the phases (DAE, contrastive)            train the encoder before fine-tuning (phases.py)
 
 Adding a technique is its module and one line in tasks/techniques/__init__.py's REGISTRY (docs/techniques.md
 works an example through).
@@ -15,12 +16,28 @@ works an example through).
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
 from ..engine.callbacks import Callback
-from ..engine.config import dataclass_from_args
+from ..engine.config import TrainConfig, dataclass_from_args
+
+
+@dataclass
+class RunParts:
+    """What `before_finetuning` works on: the run's model and processors as built, the processors it selects on
+    (their "dev" split: the held-out training rows under --select_on heldout), and the settings it shares."""
+    model: torch.nn.Module
+    processors: Dict[str, object]
+    selection: Dict[str, object]
+    tokenizer: object
+    train: TrainConfig       # the run's loop settings (seed, out_dir, device); a phase adapts its own copy
+    batch_size: int
+    max_length: int
+    checkpoint: str          # the --model the encoder came from (the MLM phase starts its head from it)
+    is_main: bool = True     # the process that writes files (rank 0 under DDP)
 
 
 class Technique:
@@ -43,6 +60,14 @@ class Technique:
     def check(self, cfg, tasks: Sequence[str]) -> Optional[str]:
         """Why its flags cannot train these tasks, or None: checked when parsing."""
         return None
+
+    def before_finetuning(self, cfg, parts: RunParts) -> Dict[str, float]:
+        """Train or change parts.model before fine-tuning; returns scores to report (e.g. each phase's dev loss)."""
+        return {}
+
+    def finetunes(self, cfg) -> bool:
+        """False: the run ends after before_finetuning (which saves what it trained)."""
+        return True
 
     def callback(self, cfg, model: torch.nn.Module, seed: int = 0) -> Optional[Callback]:
         """The loop's hooks for this technique, or None when its flags leave it off."""

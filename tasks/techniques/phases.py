@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 import shutil
 from pathlib import Path
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 
@@ -32,7 +32,7 @@ from ..engine import Trainer, flag
 from ..engine.checkpointing import load_state
 from ..engine.devices import to_device
 from ..domain.model import MultitaskBert
-from .base import Technique
+from .base import RunParts, Technique
 from .contrastive import LOSSES, ContrastiveProcessor, freeze_encoder, reference_head
 from .dae import DenoisingAutoencoder, DenoisingProcessor, masked_lm_around
 
@@ -101,45 +101,37 @@ def _labelled(processors: Dict[str, object], split: str):
     return [(e.sentence, e.label if len(names) == 1 else f"{n}:{e.label}") for n in names for e in processors[n].splits[split]]
 
 
-class PhaseData(NamedTuple):
-    """What the phases take from the run besides their own flags: its batches, its sequence length, and the
-    checkpoint the encoder came from (the MLM phase starts its head from it)."""
-    batch_size: int
-    max_length: int
-    checkpoint: Optional[str]
-
-
-def _dae_phase(cfg: PhasesConfig, model, processors, selection, tokenizer, seed: int, data: PhaseData):
-    train = [s for p in processors.values() for s in _sentences(p, "train")]
-    dev = [s for p in selection.values() for s in _sentences(p, "dev")][:cfg.phase_dev_examples]
-    proc = DenoisingProcessor(train, tokenizer, cfg.dae_objective, cfg.dae_deletion_ratio, cfg.dae_mask_prob,
-                              data.batch_size, data.max_length, seed, dev)
+def _dae_phase(cfg: PhasesConfig, parts: RunParts):
+    model = parts.model
+    train = [s for p in parts.processors.values() for s in _sentences(p, "train")]
+    dev = [s for p in parts.selection.values() for s in _sentences(p, "dev")][:cfg.phase_dev_examples]
+    proc = DenoisingProcessor(train, parts.tokenizer, cfg.dae_objective, cfg.dae_deletion_ratio, cfg.dae_mask_prob,
+                              parts.batch_size, parts.max_length, parts.train.seed, dev)
     if cfg.dae_objective == "mlm":
-        return masked_lm_around(model.bert, data.checkpoint), proc
+        return masked_lm_around(model.bert, parts.checkpoint), proc
     return DenoisingAutoencoder(model.bert, model.pooling, cfg.dae_decoder_layers,
                                 init_from_encoder=cfg.dae_decoder_init == "encoder",
                                 tie_encoder_decoder=cfg.dae_tie_encoder_decoder), proc
 
 
-def _contrastive_phase(cfg: PhasesConfig, model, processors, selection, tokenizer, seed: int, data: PhaseData):
-    proc = ContrastiveProcessor(_labelled(processors, "train"), tokenizer, cfg.contrastive_loss,
+def _contrastive_phase(cfg: PhasesConfig, parts: RunParts):
+    proc = ContrastiveProcessor(_labelled(parts.processors, "train"), parts.tokenizer, cfg.contrastive_loss,
                                 cfg.contrastive_temperature, cfg.imbalance_correction, cfg.imbalance_min_ratio,
-                                cfg.imbalance_max_ratio, cfg.stopword_p, data.batch_size, data.max_length, seed,
-                                _labelled(selection, "dev")[:cfg.phase_dev_examples],
+                                cfg.imbalance_max_ratio, cfg.stopword_p, parts.batch_size, parts.max_length,
+                                parts.train.seed, _labelled(parts.selection, "dev")[:cfg.phase_dev_examples],
                                 augmentation=cfg.contrastive_augmentation, balance_pairs=cfg.contrastive_balance_pairs)
-    return MultitaskBert(model.bert, tasks=(), pooling=model.pooling), proc  # an encoder with pooling, no heads
+    return MultitaskBert(parts.model.bert, tasks=(), pooling=parts.model.pooling), proc  # an encoder with pooling, no heads
 
 
 BUILDERS = {"dae": _dae_phase, "contrastive": _contrastive_phase}  # phase -> (wrapper model, processor)
 
 
-def build_phase(phase: str, cfg: PhasesConfig, model, processors: Dict[str, object], tokenizer, seed: int,
-                data: PhaseData, selection: Optional[Dict[str, object]] = None):
-    """(wrapper model sharing model.bert, processor) of one phase. Its dev loss (which picks the phase's best
-    epoch) is read on the "dev" split of `selection`: the held-out training rows under --select_on heldout."""
+def build_phase(phase: str, cfg: PhasesConfig, parts: RunParts):
+    """(wrapper model sharing parts.model.bert, processor) of one phase. Its dev loss (which picks the phase's best
+    epoch) is read on the "dev" split of `parts.selection`: the held-out training rows under --select_on heldout."""
     if phase not in BUILDERS:
         raise ValueError(f"unknown phase {phase!r}")
-    return BUILDERS[phase](cfg, model, processors, selection or processors, tokenizer, seed, data)
+    return BUILDERS[phase](cfg, parts)
 
 
 def dev_loss(model, processor, device) -> float:
@@ -168,17 +160,16 @@ def _phase_evaluator(processor):
     return evaluate
 
 
-def run_phases(cfg: PhasesConfig, model, processors: Dict[str, object], tokenizer, config, data: PhaseData,
-               selection: Optional[Dict[str, object]] = None) -> Dict[str, float]:
-    """Train model.bert in place through each phase before fine-tuning. Returns {"<phase>_dev_loss": best}, each
-    read on `selection`'s dev split (the fine-tuning's selection rows; default: dev)."""
-    results = {}
+def run_phases(cfg: PhasesConfig, parts: RunParts) -> Dict[str, float]:
+    """Train parts.model.bert in place through each phase before fine-tuning. Returns {"<phase>_dev_loss": best},
+    each read on the dev split of parts.selection (the fine-tuning's selection rows)."""
+    results, model, config = {}, parts.model, parts.train
     phases = [p for p in cfg.phases if p != "finetune"]
     frozen = [p for p in model.bert.parameters() if not p.requires_grad]  # --option pretrain freezes for the last phase only
     for p in frozen:
         p.requires_grad = True
     for phase in phases:
-        wrapper, proc = build_phase(phase, cfg, model, processors, tokenizer, config.seed, data, selection)
+        wrapper, proc = build_phase(phase, cfg, parts)
         out_dir = Path(config.out_dir) / f"phase-{phase}"
         phase_config = dataclasses.replace(
             config, epochs=getattr(cfg, f"{phase}_epochs"), lr=cfg.phase_lr, head_lr=cfg.phase_head_lr,
@@ -229,3 +220,15 @@ class PhasesTechnique(Technique):
             "contrastive": (("--phases", "contrastive,finetune"), "supervised contrastive phase, then fine-tuning"),
             "supcon": (("--phases", "contrastive,finetune", "--contrastive_loss", "supcon"), "SupCon phase, then fine-tuning"),
             "3phase": (("--phases", "dae,contrastive,finetune"), "DAE → contrastive → fine-tune")}
+
+    def before_finetuning(self, cfg: PhasesConfig, parts: RunParts) -> Dict[str, float]:
+        scores = run_phases(cfg, parts)
+        if self.finetunes(cfg):
+            prepare_finetune(cfg, parts.model)  # --finetune_encoder frozen: the paper's third phase
+        elif parts.is_main:  # phases only: the encoder is what the run leaves
+            folder = save_encoder(parts.model.bert, parts.checkpoint, Path(parts.train.out_dir) / "encoder")
+            print(f"phases {', '.join(cfg.phases)} done; encoder saved to {folder} (pass it as --model)")
+        return scores
+
+    def finetunes(self, cfg: PhasesConfig) -> bool:
+        return "finetune" in cfg.phases
