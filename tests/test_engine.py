@@ -230,7 +230,7 @@ def test_a_technique_registered_in_one_line_gets_flags_checks_arms_and_its_hook(
 
 @dataclasses.dataclass(frozen=True)
 class WarmStartConfig:
-    warm_start: str = flag("off", "look at the built model before fine-tuning; only: and stop there",
+    warm_start: str = flag("off", "on: zero and freeze the position embeddings before fine-tuning; only: and stop",
                            choices=("off", "on", "only"))
 
 
@@ -242,7 +242,10 @@ class WarmStartTechnique(Technique):
     def before_finetuning(self, cfg, parts):
         if cfg.warm_start == "off":
             return {}
-        return {"warm_start_tasks": len(parts.processors), "out_dir_given": parts.train.out_dir != ""}
+        position = parts.model.bert.embeddings.position.weight
+        position.data.zero_()
+        position.requires_grad = False  # so fine-tuning leaves it as it is here
+        return {"warm_start_tasks": len(parts.processors), "seed": parts.train_config.seed}
 
     def finetunes(self, cfg):
         return cfg.warm_start != "only"
@@ -250,14 +253,17 @@ class WarmStartTechnique(Technique):
 
 def test_a_technique_works_before_fine_tuning_or_instead_of_it(monkeypatch, tiny_checkpoint, tiny_data, tmp_path):
     from tasks import multitask
+    from tasks.domain.model import MultitaskBert
     from tasks.engine.checkpointing import read_jsonl
     monkeypatch.setitem(techniques.REGISTRY, "warm_start", WarmStartTechnique())
     base = ["--model", str(tiny_checkpoint), "--data_dir", str(tiny_data), "--epochs", "1", "--batch_size", "8",
             "--max_examples", "8", "--predictions_dir", str(tmp_path / "pred"), "--no-predict_test"]
-    only = multitask.main(base + ["--out_dir", str(tmp_path / "only"), "--warm_start", "only"])
-    assert only == {"warm_start_tasks": 3, "out_dir_given": True}  # the run ended there: nothing trained
+    only = multitask.main(base + ["--out_dir", str(tmp_path / "only"), "--warm_start", "only", "--seed", "5"])
+    assert only == {"warm_start_tasks": 3, "seed": 5}  # the run ended there: nothing trained
     assert not (tmp_path / "only" / "best.safetensors").exists()
-    scores = multitask.main(base + ["--out_dir", str(tmp_path / "on"), "--warm_start", "on"])
+    scores = multitask.main(base + ["--out_dir", str(tmp_path / "on"), "--warm_start", "on", "--seed", "5"])
     assert set(scores) == {"sst", "para", "sts", "overall"}
     final = read_jsonl(tmp_path / "on" / "metrics.jsonl")[-1]
-    assert final["phases"] == {"warm_start_tasks": 3, "out_dir_given": True}  # its scores, reported with the run's
+    assert final["before_finetuning"] == {"warm_start_tasks": 3, "seed": 5}  # reported with the run's scores
+    kept = MultitaskBert.from_pretrained(tmp_path / "on" / "model")  # the change reached the fine-tuned model
+    assert not kept.bert.embeddings.position.weight.any()

@@ -50,7 +50,7 @@ def test_each_flag_runs_end_to_end(tiny_checkpoint, tiny_data, tmp_path, name):
     phases = [p for p in ("dae", "contrastive") if p in FLAGS[name][1]] if FLAGS[name][0] == "--phases" else []
     start = {"bert." + k: v for k, v in BertModel.from_pretrained(tiny_checkpoint).state_dict().items()}
     for phase in phases:  # each phase trained the encoder and recorded a dev loss
-        assert final["phases"][f"{phase}_dev_loss"] > 0
+        assert final["before_finetuning"][f"{phase}_dev_loss"] > 0
         after = _encoder_state(run / f"phase-{phase}" / "best.safetensors")
         assert any(not torch.equal(after[k], start[k]) for k in after)
     best = load_state(run / "best.safetensors")

@@ -16,9 +16,10 @@ from .sampling import TaskStream
 
 
 class Resumable:
-    """Checkpoint methods of the Trainer; they read its model, optimizers, schedulers, callbacks and progress."""
+    """The Trainer's checkpoint methods. They use what its __init__ builds: model, optimizers, schedulers,
+    callbacks, progress, config, meta, accelerator, out_dir, steps_per_epoch, and eval_model."""
 
-    _restored_rng: Optional[dict] = None  # the RNG states of a loaded checkpoint, set once the streams replayed
+    _restored_rng: Optional[dict] = None  # a loaded checkpoint's RNG states, restored once the streams replayed
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
@@ -51,14 +52,13 @@ class Resumable:
             print(f"resumed from {path} at epoch {self.progress.epoch + 1}, step {self.progress.step_in_epoch} of "
                   f"{self.steps_per_epoch}")
 
-    def streams(self) -> Dict[str, TaskStream]:
-        """This epoch's batch streams; after --resume, each first skips the batches already trained on."""
-        acc, progress = self.accelerator, self.progress
-        streams = {n: TaskStream(p, progress.epoch, acc.rank, acc.world_size) for n, p in self.processors.items()}
-        if self._restored_rng is not None:
-            for name, stream in streams.items():
-                stream.skip(progress.taken.get(name, 0))
-            set_rng_state(self._restored_rng)
-            acc.reseed_after_resume(self.config.seed, progress.global_step)
-            self._restored_rng = None
-        return streams
+    def replay(self, streams: Dict[str, TaskStream]) -> None:
+        """After --resume, in the first epoch: each stream skips the batches already trained on, then the RNG
+        states are the checkpoint's, as they were at that step of the uninterrupted run."""
+        if self._restored_rng is None:
+            return
+        for name, stream in streams.items():
+            stream.skip(self.progress.taken.get(name, 0))
+        set_rng_state(self._restored_rng)
+        self.accelerator.reseed_after_resume(self.config.seed, self.progress.global_step)
+        self._restored_rng = None

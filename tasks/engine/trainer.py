@@ -163,10 +163,10 @@ class Trainer(Resumable):
         return 0 < self.config.patience <= progress.evals_without_gain
 
     def fit(self) -> List[dict]:
-        cfg, progress = self.config, self.progress
-        if self.accelerator.is_main:
+        cfg, progress, acc = self.config, self.progress, self.accelerator
+        if acc.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.accelerator.seed(cfg.seed)
+        acc.seed(cfg.seed)
         for c in self.callbacks:
             c.on_fit_start(self)
         if cfg.resume:
@@ -175,7 +175,8 @@ class Trainer(Resumable):
         while progress.epoch < cfg.epochs and not stop:
             self.model.train()
             steps = task_schedule(sizes, cfg.task_sampling, cfg.tasks_per_step, progress.epoch, cfg.epochs, cfg.seed)
-            streams = self.streams()
+            streams = {n: TaskStream(p, progress.epoch, acc.rank, acc.world_size) for n, p in self.processors.items()}
+            self.replay(streams)  # after --resume: skip what the checkpoint's run trained on (resumable.py)
             bar = tqdm(range(progress.step_in_epoch, self.steps_per_epoch), initial=progress.step_in_epoch,
                        total=self.steps_per_epoch, desc=f"epoch {progress.epoch + 1}/{cfg.epochs}",
                        disable=not self.show_progress, mininterval=2.0, dynamic_ncols=True)

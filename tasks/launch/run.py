@@ -198,12 +198,13 @@ def train_and_predict(spec: RunConfig, tasks: List[str], files: Dict[str, Dict[s
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
         write_run_config(spec.flags, config.out_dir)
 
-    parts = techniques.RunParts(model, processors, selection, tokenizer, config, d.batch_size, m.max_length, m.model,
-                                is_main=rank == 0)
-    phase_scores = techniques.before_finetuning(spec.techniques, parts)  # the phases (DAE, contrastive), if asked for
+    parts = techniques.RunParts(model=model, processors=processors, selection=selection, tokenizer=tokenizer,
+                                train_config=config, batch_size=d.batch_size, max_length=m.max_length,
+                                checkpoint=m.model, is_main=rank == 0)
+    before_scores = techniques.before_finetuning(spec.techniques, parts)  # the phases (DAE, contrastive), if asked
     if not techniques.finetunes(spec.techniques):  # phases only: they saved the encoder
         leave_distributed()
-        return phase_scores if rank == 0 else {}
+        return before_scores if rank == 0 else {}
 
     meta = {"model": m.model, "heads": model.head_config(), "bert_config": encoder.config.to_dict(),
             "argv": sys.argv[1:], "flags": resolved_flags(spec.flags)}
@@ -231,7 +232,7 @@ def train_and_predict(spec: RunConfig, tasks: List[str], files: Dict[str, Dict[s
     resumes = Path(config.out_dir) / RESUMES  # each --resume of this run, with what it changed (tasks/launch/run_lock.py)
     final = {"final": True, "best_epoch": best["epoch"], "best_step": best["step"], "dev": scores,
              "wall_seconds": round(wall, 1), "device": str(device), "processes": world_size,
-             **({"phases": phase_scores} if phase_scores else {}),
+             **({"before_finetuning": before_scores} if before_scores else {}),
              **({"resumes": read_jsonl(resumes)} if resumes.is_file() else {})}
     write_jsonl(Path(config.out_dir) / "metrics.jsonl", history + [final])
     leave_distributed()

@@ -7,7 +7,7 @@
     adversarial.py   contrastive adversarial training (CAT)         wraps the processors' loss
     rdrop.py         R-Drop: two dropout passes, symmetric KL       wraps the processors' loss
     mnrl.py          in-batch negatives on Quora's duplicates       wraps the paraphrase processor (batches, loss)
-    phases.py        DAE → contrastive → fine-tune (dae.py, contrastive.py are its phases)   before_finetuning
+    phases.py        DAE → contrastive → fine-tune (dae.py, contrastive.py are its phases)   trains before fine-tuning
 
 Each declares itself once (base.py: its `Config` dataclass of flags, the CLIs that offer it, its ablation arms,
 the techniques it excludes). `tasks/launch/run.py` adds the flags of the techniques a CLI offers and checks them here
@@ -67,7 +67,7 @@ def conflicts(args) -> List[str]:
 
 
 def before_finetuning(configs: Dict[str, object], parts: RunParts) -> Dict[str, float]:
-    """Each switched-on technique's work before fine-tuning (the phases), in registry order; their scores."""
+    """Each technique's work before fine-tuning (the phases; most do none), in registry order; their scores."""
     scores = {}
     for t in REGISTRY.values():
         if t.name in configs:

@@ -5,13 +5,16 @@ that offer it, its ablation arms, and the techniques it cannot run with (`exclud
 a method that does nothing unless the technique overrides it:
 
     before_finetuning(cfg, parts)            train or change the model before the loop starts (the phases:
-                                             DAE, contrastive); `finetunes(cfg)` False ends the run there
+                                             DAE, contrastive, and --finetune_encoder frozen); a technique
+                                             whose `finetunes(cfg)` is False ends the run there and saves
+                                             what it trained itself (the phases: the encoder)
     wrap_processors(cfg, model, processors)  change a task's data or loss (CAT, R-Drop, MNRL)
     callback(cfg, model, seed)               hook the training loop (PCGrad, Child-Tuning, EMA, the checkpoint
                                              average): a Callback, whose hooks tasks/engine/callbacks.py lists
 
 Adding a technique is its module and one line in tasks/techniques/__init__.py's REGISTRY (docs/techniques.md
-works an example through).
+works an example through). `gan/train.py` calls no before_finetuning: a technique that needs it leaves "gan"
+out of its `clis`.
 """
 from __future__ import annotations
 
@@ -33,11 +36,11 @@ class RunParts:
     processors: Dict[str, object]
     selection: Dict[str, object]
     tokenizer: object
-    train: TrainConfig       # the run's loop settings (seed, out_dir, device); a phase adapts its own copy
+    train_config: TrainConfig  # the run's loop settings (seed, out_dir, device); a phase adapts its own copy
     batch_size: int
     max_length: int
-    checkpoint: str          # the --model the encoder came from (the MLM phase starts its head from it)
-    is_main: bool = True     # the process that writes files (rank 0 under DDP)
+    checkpoint: str            # the --model the encoder came from (the MLM phase starts its head from it)
+    is_main: bool = True       # the process that writes files (rank 0 under DDP)
 
 
 class Technique:
@@ -62,11 +65,12 @@ class Technique:
         return None
 
     def before_finetuning(self, cfg, parts: RunParts) -> Dict[str, float]:
-        """Train or change parts.model before fine-tuning; returns scores to report (e.g. each phase's dev loss)."""
+        """Train or change parts.model before fine-tuning; returns scores to report (e.g. each phase's dev loss),
+        which the run's final metrics record holds under "before_finetuning"."""
         return {}
 
     def finetunes(self, cfg) -> bool:
-        """False: the run ends after before_finetuning (which saves what it trained)."""
+        """False: the run ends after before_finetuning, which must then save what it trained."""
         return True
 
     def callback(self, cfg, model: torch.nn.Module, seed: int = 0) -> Optional[Callback]:

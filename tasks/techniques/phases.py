@@ -106,7 +106,7 @@ def _dae_phase(cfg: PhasesConfig, parts: RunParts):
     train = [s for p in parts.processors.values() for s in _sentences(p, "train")]
     dev = [s for p in parts.selection.values() for s in _sentences(p, "dev")][:cfg.phase_dev_examples]
     proc = DenoisingProcessor(train, parts.tokenizer, cfg.dae_objective, cfg.dae_deletion_ratio, cfg.dae_mask_prob,
-                              parts.batch_size, parts.max_length, parts.train.seed, dev)
+                              parts.batch_size, parts.max_length, parts.train_config.seed, dev)
     if cfg.dae_objective == "mlm":
         return masked_lm_around(model.bert, parts.checkpoint), proc
     return DenoisingAutoencoder(model.bert, model.pooling, cfg.dae_decoder_layers,
@@ -118,9 +118,10 @@ def _contrastive_phase(cfg: PhasesConfig, parts: RunParts):
     proc = ContrastiveProcessor(_labelled(parts.processors, "train"), parts.tokenizer, cfg.contrastive_loss,
                                 cfg.contrastive_temperature, cfg.imbalance_correction, cfg.imbalance_min_ratio,
                                 cfg.imbalance_max_ratio, cfg.stopword_p, parts.batch_size, parts.max_length,
-                                parts.train.seed, _labelled(parts.selection, "dev")[:cfg.phase_dev_examples],
+                                parts.train_config.seed, _labelled(parts.selection, "dev")[:cfg.phase_dev_examples],
                                 augmentation=cfg.contrastive_augmentation, balance_pairs=cfg.contrastive_balance_pairs)
-    return MultitaskBert(parts.model.bert, tasks=(), pooling=parts.model.pooling), proc  # an encoder with pooling, no heads
+    encoder = MultitaskBert(parts.model.bert, tasks=(), pooling=parts.model.pooling)  # with pooling, no heads
+    return encoder, proc
 
 
 BUILDERS = {"dae": _dae_phase, "contrastive": _contrastive_phase}  # phase -> (wrapper model, processor)
@@ -163,7 +164,7 @@ def _phase_evaluator(processor):
 def run_phases(cfg: PhasesConfig, parts: RunParts) -> Dict[str, float]:
     """Train parts.model.bert in place through each phase before fine-tuning. Returns {"<phase>_dev_loss": best},
     each read on the dev split of parts.selection (the fine-tuning's selection rows)."""
-    results, model, config = {}, parts.model, parts.train
+    results, model, config = {}, parts.model, parts.train_config
     phases = [p for p in cfg.phases if p != "finetune"]
     frozen = [p for p in model.bert.parameters() if not p.requires_grad]  # --option pretrain freezes for the last phase only
     for p in frozen:
@@ -226,7 +227,7 @@ class PhasesTechnique(Technique):
         if self.finetunes(cfg):
             prepare_finetune(cfg, parts.model)  # --finetune_encoder frozen: the paper's third phase
         elif parts.is_main:  # phases only: the encoder is what the run leaves
-            folder = save_encoder(parts.model.bert, parts.checkpoint, Path(parts.train.out_dir) / "encoder")
+            folder = save_encoder(parts.model.bert, parts.checkpoint, Path(parts.train_config.out_dir) / "encoder")
             print(f"phases {', '.join(cfg.phases)} done; encoder saved to {folder} (pass it as --model)")
         return scores
 
