@@ -15,18 +15,17 @@ phases (DAE, contrastive) are extra passes over the same training data: they are
 but listed in the table's "extra epochs" column, and every cell's wall time (its phases' included) is measured,
 so the cost of a technique is visible beside its score. A seed's phases are trained once and reused by every
 cell that needs them, whatever its learning rate or --finetune_encoder (tasks/studies/phase_cache.py). Writes, under
---out_dir, as soon as each cell finishes:
+--out_dir, as soon as each cell finishes (the chart when the grid does):
 
     results.jsonl   one line per finished cell (what --resume reads)
     table.md        mean ± sample standard deviation of the dev metric per technique, Δ against plain
     table.csv       the same numbers, unformatted
-    chart.png       bars with ±1 sd error bars
+    chart.png       each technique's per-seed differences against plain, their mean and paired 95% interval
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import itertools
 import os
 import shlex
@@ -98,7 +97,8 @@ def summarize(records: Sequence[dict], order: Sequence[str]) -> List[dict]:
     return [r for r in rows if r["technique"] in order]
 
 
-def write_tables(rows: List[dict], out_dir: Path, metric: str, header: str) -> None:
+def write_tables(rows: List[dict], out_dir: Path, metric: str, header: str, chart: bool = True) -> None:
+    """table.csv and table.md; with `chart`, chart.png (a second or so of drawing: once, when the grid ends)."""
     if not rows:
         return
     with open(out_dir / "table.csv", "w", encoding="utf-8") as f:
@@ -118,8 +118,9 @@ def write_tables(rows: List[dict], out_dir: Path, metric: str, header: str) -> N
     write_table(out_dir / "table.md", header, ["technique", "what", "seeds", "lr", f"dev {metric} (mean ± sd)",
                                                "Δ vs plain", "paired 95% interval", "verdict", "extra epochs",
                                                "wall s / run"], table, right=[0, 0, 1, 1, 1, 1, 1, 0, 1, 1])
-    paired_chart([r["compared"] for r in rows], out_dir / "chart.png", ["score"], [f"dev {metric}"],
-                 ylabel="difference against plain, per seed")
+    if chart:
+        paired_chart([r["compared"] for r in rows], out_dir / "chart.png", ["score"], [f"dev {metric}"],
+                     ylabel="difference against plain, per seed")
 
 
 ABLATE_ONLY = ("task", "techniques", "seeds", "keep_checkpoints", "lr_grid", "tune_seed", "tune_grid", "phase_cache")
@@ -245,7 +246,6 @@ def main(argv=None):
             shutil.rmtree(cell_dir / "model", ignore_errors=True)
             for path in cell_dir.rglob("*.safetensors"):
                 path.unlink()
-        gc.collect()
         return record
 
     def cell(technique, seed, lr, stage, params):
@@ -261,7 +261,7 @@ def main(argv=None):
             points = [(best["lr"], best["params"])]
         chosen[technique] = points[0]
     write = lambda records: write_tables(summarize(records, order), out_dir, metric,  # noqa: E731
-                                         f"Ablation on {args.task} (dev {metric}); command: `{command}`")
+                                         f"Ablation on {args.task} (dev {metric}); command: `{command}`", chart=False)
     study.run([cell(t, s, chosen[t][0], "main", chosen[t][1]) for s in args.seeds for t in args.techniques],
               run_cell, after=write, desc="ablation grid", name=lambda c: f"{c['technique']}/seed {c['seed']}")
 

@@ -8,7 +8,7 @@ Every cell (arm x seed) is `python tasks/multitask.py <the arm's flags> --seed S
 --out_dir <out_dir>/<arm>-s<S> --save_every 300`, in its own process: the same data, schedule and budget
 for every arm, only the lever's flags differ. Re-running the same command continues: finished cells are
 read back, an interrupted one resumes from its last checkpoint (`--resume`), so a kill loses at most
-300 steps. Writes, under --out_dir, as soon as each cell finishes:
+300 steps. Writes, under --out_dir, as soon as each cell finishes (the chart when the grid does):
 
     results.jsonl   one line per finished cell: arm, flags, seed, per-epoch dev scores, the kept epoch, wall
     table.md        per arm: the kept epoch's SST / Quora / STS / overall (mean over seeds), Δ vs base, the paired
@@ -149,10 +149,13 @@ def write_chart(rows: List[dict], out_dir: Path) -> None:
                  ylabel="difference against base")
 
 
-def write_outputs(records: List[dict], arms: Dict[str, List[str]], out_dir: Path, header: str) -> None:
+def write_outputs(records: List[dict], arms: Dict[str, List[str]], out_dir: Path, header: str,
+                  chart: bool = True) -> None:
+    """table.md; with `chart`, chart.png too (drawn once, when the grid ends)."""
     rows = summarize(records, order(arms, records))
     write_table(rows, out_dir, header)
-    write_chart(rows, out_dir)
+    if chart:
+        write_chart(rows, out_dir)
 
 
 def scored_on(extra: str) -> str:
@@ -193,7 +196,8 @@ def main(argv=None) -> None:
         subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return cell_record(name, arms[name], seed, cell_dir, time.time() - start)
 
-    study.run(cells, run_cell, after=lambda records: write_outputs(records, arms, out_dir, header), desc="levers",
+    study.run(cells, run_cell, after=lambda records: write_outputs(records, arms, out_dir, header, chart=False),
+              desc="levers",
               name=lambda c: f"{c['arm']}/seed {c['seed']}")
     write_outputs(study.records, arms, out_dir, header)
     print((out_dir / "table.md").read_text(encoding="utf-8"))

@@ -4,7 +4,9 @@ Each task has 4 fixed batches of 4 examples. Two ranks take batches (0, 2) and (
 same examples as 2 batches of 8: (0 + 1), (2 + 3). With dropout off, the mean losses make the averaged
 gradient of the ranks the gradient of the combined batch, so after the same steps the parameters agree to
 float rounding. Run for the plain summed step and for PCGrad (task gradients averaged, then projected), with
-two tasks per step of three, so that every step leaves one head without a gradient.
+two tasks per step of three, so that every step leaves one head without a gradient. The GAN's two-player step
+too. One spawn of two processes trains all three (each process start costs seconds of imports); the tests
+compare its results with one process each.
 """
 import os
 import socket
@@ -87,41 +89,10 @@ def _train(combined: bool, out_dir, pcgrad: bool):
     return model, trainer
 
 
-def _worker(rank, world_size, port, out_dir, pcgrad):
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    try:
-        model, trainer = _train(False, out_dir, pcgrad)
-        assert trainer.steps_per_epoch == 3 and trainer.accelerator.ddp is not None
-        torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.mark.parametrize("pcgrad", [False, True], ids=["summed", "pcgrad"])
-def test_two_gloo_processes_equal_one_process_on_the_combined_batch(tmp_path, pcgrad):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), pcgrad), nprocs=2, join=True)
-    single, trainer = _train(True, tmp_path / "single", pcgrad)
-    assert trainer.steps_per_epoch == 3
-    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
-    start = _model().state_dict()
-    for name, expected in single.state_dict().items():
-        assert torch.equal(ranks[0][name], ranks[1][name]), f"{name}: the ranks disagree"
-        assert not torch.equal(expected, start[name]) or "pooler" in name, f"{name} did not move"  # (mean pooling)
-        diff = (ranks[0][name] - expected).abs().max().item()
-        assert diff <= 1e-5, f"{name}: 2 processes vs 1 differ by {diff:.2e}"
-    # rank 0 alone wrote the run's files: one metrics line per epoch
-    lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 2 and (tmp_path / "ddp" / "best.safetensors").is_file() \
-        and (tmp_path / "ddp" / "last.safetensors").is_file()
 
 
 # ---- the GAN's two-player step under DDP: it averages its gradients itself (autograd.grad bypasses DDP's hooks) --
@@ -148,22 +119,54 @@ def _gan_train(combined: bool, out_dir):
     return model
 
 
-def _gan_worker(rank, world_size, port, out_dir):
+RUNS = {"summed": False, "pcgrad": True}  # the multitask runs: name -> PCGrad on
+
+
+def _worker(rank, world_size, port, out_dir):
+    """Each run of this module in one of two processes; its weights to <out_dir>/<run>/rank<r>.pt."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     try:
-        torch.save(_gan_train(False, out_dir).state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+        for name, pcgrad in RUNS.items():
+            model, trainer = _train(False, os.path.join(out_dir, name), pcgrad)
+            assert trainer.steps_per_epoch == 3 and trainer.accelerator.ddp is not None
+            torch.save(model.state_dict(), os.path.join(out_dir, name, f"rank{rank}.pt"))
+        os.makedirs(os.path.join(out_dir, "gan"), exist_ok=True)
+        torch.save(_gan_train(False, os.path.join(out_dir, "gan")).state_dict(),
+                   os.path.join(out_dir, "gan", f"rank{rank}.pt"))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def test_gan_trainer_in_two_gloo_processes_equals_one_process(tmp_path):
-    (tmp_path / "ddp").mkdir()
-    mp.spawn(_gan_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory):
+    """The folder of the two-process runs: one subfolder per run."""
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    return out
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_two_gloo_processes_equal_one_process_on_the_combined_batch(ddp, tmp_path, run):
+    single, trainer = _train(True, tmp_path / "single", RUNS[run])
+    assert trainer.steps_per_epoch == 3
+    ranks = [torch.load(ddp / run / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    start = _model().state_dict()
+    for name, expected in single.state_dict().items():
+        assert torch.equal(ranks[0][name], ranks[1][name]), f"{name}: the ranks disagree"
+        assert not torch.equal(expected, start[name]) or "pooler" in name, f"{name} did not move"  # (mean pooling)
+        diff = (ranks[0][name] - expected).abs().max().item()
+        assert diff <= 1e-5, f"{name}: 2 processes vs 1 differ by {diff:.2e}"
+    # rank 0 alone wrote the run's files: one metrics line per epoch
+    lines = (ddp / run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and (ddp / run / "best.safetensors").is_file() and (ddp / run / "last.safetensors").is_file()
+
+
+def test_gan_trainer_in_two_gloo_processes_equals_one_process(ddp, tmp_path):
     single = _gan_train(True, tmp_path / "single").state_dict()
-    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    ranks = [torch.load(ddp / "gan" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for name, expected in single.items():
         assert torch.equal(ranks[0][name], ranks[1][name]), f"{name}: the ranks disagree"
         assert (ranks[0][name] - expected).abs().max().item() <= 1e-5, name
