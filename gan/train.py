@@ -41,7 +41,6 @@ from gan.data import SemiSupervisedConfig, semi_supervised  # noqa: E402
 from gan.frozen import embed_examples  # noqa: E402
 from gan.probe import fake_probe  # noqa: E402
 from gan.model import GanBert, GanConfig  # noqa: E402
-from gan.plots import plot_curves  # noqa: E402
 from gan.trainer import GanTrainer  # noqa: E402
 
 TASKS = ("sst", "cfimdb")
@@ -154,6 +153,7 @@ def train_gan(spec: RunConfig, task: str, files: dict, show_progress: bool = Tru
     result = {**scores, "best_epoch": best["epoch"], "epochs": len(history), **s, **fakes, "wall_seconds": round(wall, 1)}
     write_jsonl(out_dir / "metrics.jsonl", history + [{"final": True, "dev": {task: scores.get("dev_accuracy")}, **result,
                                                       "device": str(device)}])
+    from gan.plots import plot_curves  # matplotlib: imported when there is a curve to draw, not for --help
     plot_curves(out_dir / "metrics.jsonl", out_dir / "curves.png")
     print(f"best epoch {best['epoch']} of {len(history)}, dev accuracy {scores.get('dev_accuracy', float('nan')):.4f} "
           f"({wall / 60:.1f} min)")

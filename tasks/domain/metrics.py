@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Dict, Mapping, Sequence
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
 
 
 def accuracy(pred: Sequence, gold: Sequence) -> float:
@@ -17,6 +16,7 @@ def accuracy(pred: Sequence, gold: Sequence) -> float:
 def pearson_r(pred: Sequence[float], gold: Sequence[float]) -> float:
     if len(gold) < 2 or np.std(pred) == 0 or np.std(gold) == 0:
         return 0.0  # undefined correlation (constant predictions): score it as no correlation
+    from scipy.stats import pearsonr  # here, not at the top: scipy.stats takes as long to import as torch
     return float(pearsonr(np.asarray(pred, dtype=np.float64), np.asarray(gold, dtype=np.float64))[0])
 
 
@@ -24,6 +24,7 @@ def spearman_r(pred: Sequence[float], gold: Sequence[float]) -> float:
     """Rank correlation (scipy): how well the order of the pairs is predicted, whatever the scale."""
     if len(gold) < 2 or np.std(pred) == 0 or np.std(gold) == 0:
         return 0.0
+    from scipy.stats import spearmanr
     return float(spearmanr(np.asarray(pred, dtype=np.float64), np.asarray(gold, dtype=np.float64))[0])
 
 
