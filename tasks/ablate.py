@@ -15,7 +15,7 @@ phases (DAE, contrastive) are extra passes over the same training data: they are
 but listed in the table's "extra epochs" column, and every cell's wall time (its phases' included) is measured,
 so the cost of a technique is visible beside its score. A seed's phases are trained once and reused by every
 cell that needs them, whatever its learning rate or --finetune_encoder (tasks/studies/phase_cache.py). Writes, under
---out_dir, as soon as each cell finishes (the chart when the grid does):
+--out_dir, as soon as each cell finishes (the chart when the grid ends or stops):
 
     results.jsonl   one line per finished cell (what --resume reads)
     table.md        mean ± sample standard deviation of the dev metric per technique, Δ against plain
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import itertools
 import os
 import shlex
@@ -246,6 +247,7 @@ def main(argv=None):
             shutil.rmtree(cell_dir / "model", ignore_errors=True)
             for path in cell_dir.rglob("*.safetensors"):
                 path.unlink()
+        gc.collect()  # a cell's model can sit in reference cycles (the DDP wrapper's loss): free it before the next
         return record
 
     def cell(technique, seed, lr, stage, params):
@@ -262,8 +264,13 @@ def main(argv=None):
         chosen[technique] = points[0]
     write = lambda records: write_tables(summarize(records, order), out_dir, metric,  # noqa: E731
                                          f"Ablation on {args.task} (dev {metric}); command: `{command}`", chart=False)
-    study.run([cell(t, s, chosen[t][0], "main", chosen[t][1]) for s in args.seeds for t in args.techniques],
-              run_cell, after=write, desc="ablation grid", name=lambda c: f"{c['technique']}/seed {c['seed']}")
+    try:
+        study.run([cell(t, s, chosen[t][0], "main", chosen[t][1]) for s in args.seeds for t in args.techniques],
+                  run_cell, after=write, desc="ablation grid", name=lambda c: f"{c['technique']}/seed {c['seed']}")
+    except BaseException:  # stopped (Ctrl-C, a failed cell): the chart of the cells that finished
+        write_tables(summarize(study.records, order), out_dir, metric, f"Ablation on {args.task} (dev {metric}), "
+                     f"stopped; command: `{command}`")
+        raise
 
     rows = summarize(study.records, order)
     wall = time.time() - started

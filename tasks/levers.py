@@ -8,7 +8,7 @@ Every cell (arm x seed) is `python tasks/multitask.py <the arm's flags> --seed S
 --out_dir <out_dir>/<arm>-s<S> --save_every 300`, in its own process: the same data, schedule and budget
 for every arm, only the lever's flags differ. Re-running the same command continues: finished cells are
 read back, an interrupted one resumes from its last checkpoint (`--resume`), so a kill loses at most
-300 steps. Writes, under --out_dir, as soon as each cell finishes (the chart when the grid does):
+300 steps. Writes, under --out_dir, as soon as each cell finishes (the chart when the grid ends or stops):
 
     results.jsonl   one line per finished cell: arm, flags, seed, per-epoch dev scores, the kept epoch, wall
     table.md        per arm: the kept epoch's SST / Quora / STS / overall (mean over seeds), Δ vs base, the paired
@@ -196,10 +196,12 @@ def main(argv=None) -> None:
         subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return cell_record(name, arms[name], seed, cell_dir, time.time() - start)
 
-    study.run(cells, run_cell, after=lambda records: write_outputs(records, arms, out_dir, header, chart=False),
-              desc="levers",
-              name=lambda c: f"{c['arm']}/seed {c['seed']}")
-    write_outputs(study.records, arms, out_dir, header)
+    try:
+        study.run(cells, run_cell, after=lambda records: write_outputs(records, arms, out_dir, header, chart=False),
+                  desc="levers", name=lambda c: f"{c['arm']}/seed {c['seed']}")
+    finally:  # also when stopped (Ctrl-C, a failed cell): the chart of the cells that finished
+        if study.records:
+            write_outputs(study.records, arms, out_dir, header)
     print((out_dir / "table.md").read_text(encoding="utf-8"))
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny random BERT configs, HF reference models built from the same weights."""
+import gc
 import logging
 import os
 
@@ -20,6 +21,14 @@ RANDOM_CONFIGS = {
     "one-layer": dict(vocab_size=50, hidden_size=24, num_hidden_layers=1, num_attention_heads=6, intermediate_size=96,
                       type_vocab_size=3, layer_norm_eps=1e-5),
 }
+
+
+def pytest_collection_finish(session):
+    """Everything imported so far (torch, transformers, scipy, every test module) lives for the whole suite:
+    out of the collector's sight, a full gc.collect() (tasks/ablate.py runs one per cell) walks only what the
+    tests made since, not millions of long-lived objects."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True)
