@@ -262,14 +262,14 @@ def main(argv=None):
             best = max(tried, key=lambda r: r["selection"])
             points = [(best["lr"], best["params"])]
         chosen[technique] = points[0]
-    write = lambda records: write_tables(summarize(records, order), out_dir, metric,  # noqa: E731
-                                         f"Ablation on {args.task} (dev {metric}); command: `{command}`", chart=False)
+    write = lambda records, chart=False: write_tables(summarize(records, order), out_dir, metric,  # noqa: E731
+                                                      f"Ablation on {args.task} (dev {metric}); command: `{command}`",
+                                                      chart)
     try:
         study.run([cell(t, s, chosen[t][0], "main", chosen[t][1]) for s in args.seeds for t in args.techniques],
                   run_cell, after=write, desc="ablation grid", name=lambda c: f"{c['technique']}/seed {c['seed']}")
     except BaseException:  # stopped (Ctrl-C, a failed cell): the chart of the cells that finished
-        write_tables(summarize(study.records, order), out_dir, metric, f"Ablation on {args.task} (dev {metric}), "
-                     f"stopped; command: `{command}`")
+        write(study.records, chart=True)
         raise
 
     rows = summarize(study.records, order)
