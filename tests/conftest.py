@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+import tqdm
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -13,6 +14,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # thread). The CLI tests' subprocesses too.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
+# No tqdm monitor thread: the test process stays single-threaded, so tests may fork it (tests/_forked.py).
+tqdm.tqdm.monitor_interval = 0
 
 # Several shapes, so that parity is not an accident of one config.
 RANDOM_CONFIGS = {

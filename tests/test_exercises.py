@@ -111,7 +111,18 @@ LOOP = """
         assert ROOT == copy, ROOT
         return {{e.name: grade(e, CHECKS[e.name], copy).status for e in find_exercises(copy)}}
 
-    report = {{"fresh": grade_all()}}
+    import contextlib, io
+    from tasks.exercises.__main__ import main
+    from tasks.exercises.stored import PATH
+    before, err = PATH.read_bytes(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            main(["generate"])
+            code = 0
+        except SystemExit as stop:
+            code = stop.code
+    report = {{"generate": {{"code": code, "stderr": err.getvalue(), "unchanged": PATH.read_bytes() == before}}}}
+    report["fresh"] = grade_all()
     import tasks.multitask, tasks.classifier, tasks.predict, gan.train  # the copy imports
     assert Path(tasks.multitask.__file__).parent.parent == copy
     for name in names:
@@ -123,13 +134,25 @@ LOOP = """
 """
 
 
-def test_fresh_copy_is_not_started_and_restoring_one_body_passes_exactly_that_exercise(copy):
+@pytest.fixture(scope="module")
+def loop_report(copy):
+    """One process in a fresh copy: `generate` tried first, then every exercise graded fresh, and again with
+    each reference body restored alone (LOOP)."""
     out = run_in(copy, LOOP.format(ref=str(ROOT), names=NAMES))
     assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["fresh"] == {name: NOT_STARTED for name in NAMES}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_fresh_copy_is_not_started_and_restoring_one_body_passes_exactly_that_exercise(loop_report):
+    assert loop_report["fresh"] == {name: NOT_STARTED for name in NAMES}
     for name in NAMES:
-        assert report[name] == {n: PASS if n == name else NOT_STARTED for n in NAMES}, name
+        assert loop_report[name] == {n: PASS if n == name else NOT_STARTED for n in NAMES}, name
+
+
+def test_generate_in_a_copy_refuses_and_leaves_the_stored_tensors_as_they_were(loop_report):
+    refused = loop_report["generate"]
+    assert refused["code"] == 2 and "generate only in the reference (file unchanged)" in refused["stderr"]
+    assert refused["unchanged"]
 
 
 WRONG = {  # (exercise, reference line, wrong line, what the report must name)
@@ -145,7 +168,8 @@ WRONG = {  # (exercise, reference line, wrong line, what the report must name)
 
 
 def test_a_wrong_body_is_a_cross_naming_the_tensor_max_error_and_tolerance(tmp_path):
-    """Each of WRONG's exercises restored with one line made wrong, in one copy, graded by one `check` process."""
+    """Each of WRONG's exercises restored with one line made wrong, in one copy, graded by one `check` process
+    with two exercises left as stubs: the table, a cross with the tensor under each wrong one, "not started"."""
     dest = tmp_path / "copy"
     make(dest, ROOT)
     for name, (right, wrong, _) in WRONG.items():
@@ -154,23 +178,21 @@ def test_a_wrong_body_is_a_cross_naming_the_tensor_max_error_and_tolerance(tmp_p
         text = (dest / rel).read_text()
         assert right in text, name
         (dest / rel).write_text(text.replace(right, wrong))
-    out = subprocess.run([sys.executable, "-m", "tasks.exercises", "check", *WRONG], cwd=dest, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "tasks.exercises", "check", *WRONG, "gelu", "pcgrad"], cwd=dest,
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stderr
     lines = out.stdout.splitlines()
     for name, (_, _, message) in WRONG.items():  # its row is a cross, and the line under it names the tensor
         row = next(i for i, line in enumerate(lines) if f"  {name} " in line)
         assert "✗" in lines[row] and message in lines[row + 1], (name, out.stdout)
-    assert out.stdout.count("> tolerance") >= len(WRONG) and f"0 of {len(WRONG)} passed" in out.stdout
+    assert out.stdout.count("> tolerance") >= len(WRONG) and f"0 of {len(WRONG) + 2} passed" in out.stdout
+    for number, name in ((1, "gelu"), (11, "pcgrad")):  # the stubs: numbered as in the list, not started
+        row = next(line for line in lines if f"{number:>2}  {name}" in line)
+        assert "not started" in row, (name, out.stdout)
 
 
-def test_check_in_a_copy_prints_the_table_and_rejects_an_unknown_name(copy, capsys):
-    out = subprocess.run([sys.executable, "-m", "tasks.exercises", "check", "gelu", "pcgrad"], cwd=copy,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1
-    assert " 1  gelu" in out.stdout and "11  pcgrad" in out.stdout and "not started" in out.stdout
-    assert "0 of 2 passed" in out.stdout
-    from tasks.exercises.__main__ import main  # the name is refused before anything is graded, in any folder
+def test_check_rejects_an_unknown_name_before_grading_anything(capsys):
+    from tasks.exercises.__main__ import main  # in any folder: here, the reference
     with pytest.raises(SystemExit) as exit_:
         main(["check", "gleu"])
     assert exit_.value.code == 2 and "no exercise named gleu; the exercises are: gelu, layer_norm" in capsys.readouterr().err
@@ -183,12 +205,3 @@ def test_list_names_every_function_with_its_task_and_hint(capsys):
     assert out.startswith(" 1. gelu\n    minibert/functional.py:gelu: Exact GELU")
     assert "    optim/adamw.py:_torch_single: torch's step" in out and "      hint: m.lerp_(g, 1 − β₁)" in out
     assert f"\n{len(NAMES)}. {NAMES[-1]}\n" in out
-
-
-def test_generate_in_a_copy_refuses_and_leaves_the_stored_tensors_as_they_were(copy):
-    stored = copy / "tasks/exercises/reference.safetensors"
-    before = stored.read_bytes()
-    out = subprocess.run([sys.executable, "-m", "tasks.exercises", "generate"], cwd=copy, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 2 and "generate only in the reference (file unchanged)" in out.stderr
-    assert stored.read_bytes() == before

@@ -2,11 +2,12 @@
 back instead of re-run, and the table's deltas are against base."""
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tasks import levers
+from tasks import levers, multitask
 
 
 def _write_metrics(cell: Path, dev_by_epoch, best_epoch, logged=None):
@@ -98,7 +99,16 @@ def test_an_interrupted_cell_resumes_and_another_budget_is_refused(tmp_path, mon
         levers.main(["--arms", "base", "--epochs", "1", "--out_dir", str(tmp_path / "lv"), "--arm", "base", "--x 1"])
 
 
+def _in_this_process(cmd, check, cwd, env):
+    """A cell's command run here, as its own process would run it: the same script and argv (a fresh
+    interpreter's imports are most of a tiny cell's cost; tests/test_trainer_features.py runs the CLI in
+    processes of its own)."""
+    assert cmd[:2] == [sys.executable, str(levers.ROOT / "tasks" / "multitask.py")] and check and cwd == levers.ROOT
+    multitask.main(cmd[2:])
+
+
 def test_two_arms_end_to_end_then_a_rerun_reads_them_back(tiny_checkpoint, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(subprocess, "run", _in_this_process)
     extra = f"--model {tiny_checkpoint} --data_dir {tiny_data} --max_examples 8 --batch_size 4"
     argv = ["--arms", "base", "msd_4", "--epochs", "1", "--out_dir", str(tmp_path / "lv"), "--extra", extra]
     levers.main(argv)

@@ -5,37 +5,35 @@ outputs and the device may change."""
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import socket
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from _forked import forked
 from tasks import multitask
 from tasks.engine.checkpointing import load_state, read_header, remove_stale_temp_files, save_state
 from tasks.launch.cli import UserError
 from tasks.launch.run_lock import LOCK, claim_out_dir, flag_changes, run_lock
 
 
-REPO = Path(__file__).resolve().parent.parent
-HOLDER = """
-import sys, time
-sys.path.insert(0, {repo!r})
-from tasks.launch.run_lock import run_lock
-with run_lock({out!r}, "holder"):
-    print("held", flush=True)
-    sys.stdin.readline()  # until the test says so (or kills us)
-"""
+def _hold(out, held, release):
+    """A run in another process (forked: tests/_forked.py) holding `out`'s lock until released or killed."""
+    sys.argv = ["holder", "--marker"]  # what the lock file records as the holder's command
+    with run_lock(out, "holder"):
+        held.set()
+        release.wait(120)
 
 
 def _holder(out):
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER.format(repo=str(REPO), out=str(out)), "--marker"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
+    held, release = multiprocessing.get_context("fork").Event(), multiprocessing.get_context("fork").Event()
+    proc = forked(_hold, out, held, release)
+    assert held.wait(60), "the holder did not take the lock"
+    proc.release = release
     return proc
 
 
@@ -57,8 +55,9 @@ def test_a_second_run_on_a_busy_out_dir_is_refused_naming_the_holder(tmp_path, t
         assert stop.value.code == 2 and f"pid {holder.pid}" in capsys.readouterr().err
         assert sorted(p.name for p in out.iterdir()) == [LOCK] and not (tmp_path / "pred").exists()
     finally:
-        holder.communicate("\n", timeout=60)
-    assert holder.returncode == 0 and not (out / LOCK).exists()  # released: the file goes with the lock
+        holder.release.set()
+        holder.join(60)
+    assert holder.exitcode == 0 and not (out / LOCK).exists()  # released: the file goes with the lock
     with run_lock(out, "multitask.py") as path:  # free again
         assert json.loads(path.read_text())["pid"] == os.getpid()
     assert not (out / LOCK).exists()
@@ -67,8 +66,8 @@ def test_a_second_run_on_a_busy_out_dir_is_refused_naming_the_holder(tmp_path, t
 def test_a_killed_runs_lock_is_taken_over_with_a_note(tmp_path, caplog):
     out = tmp_path / "run"
     holder = _holder(out)
-    holder.send_signal(signal.SIGKILL)
-    holder.wait(timeout=60)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join(60)  # (reaped: a zombie's pid would still look alive)
     left = json.loads((out / LOCK).read_text())
     assert left["pid"] == holder.pid  # a killed run cannot remove its lock file
     with caplog.at_level(logging.WARNING, logger="tasks.launch.run_lock"), run_lock(out, "multitask.py") as path:

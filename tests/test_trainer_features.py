@@ -4,19 +4,16 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from _forked import forked
 from tasks import multitask
 from tasks.engine.checkpointing import atomic_write_text, load_state, save_state
 from tasks.engine.devices import Precision, autocast_dtype, pick_device
 from tasks.engine import TrainConfig, Trainer
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 class _Toy(torch.nn.Module):
@@ -125,31 +122,28 @@ def _cli_args(tiny_checkpoint, tiny_data, out, *extra):
             "--no-predict_test", "--save_every", "1", "--ema_decay", "0.5", "--hidden_dropout_prob", "0.1", *extra]
 
 
-KILLER = """
-import os, signal, sys
-sys.path.insert(0, {repo!r})
-import torch
-torch.set_num_threads(1)
-from tasks.engine import trainer as loop
-save = loop.Trainer.save_checkpoint
-def save_then_die(self):
-    save(self)
-    if self.progress.global_step == {kill_at}:  # mid-epoch 2, right after a step checkpoint
-        os.kill(os.getpid(), signal.SIGKILL)
-loop.Trainer.save_checkpoint = save_then_die
-from tasks import multitask
-multitask.main({argv!r})
-"""
+def _killed_run(argv, kill_at):
+    """The CLI in a forked child (tests/_forked.py) that SIGKILLs itself right after the step checkpoint of
+    step `kill_at`: no handler, no atexit, no flush runs, as when a machine's run is killed."""
+    save = Trainer.save_checkpoint
+
+    def save_then_die(self):
+        save(self)
+        if self.progress.global_step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    Trainer.save_checkpoint = save_then_die  # (in the child only)
+    multitask.main(argv)
 
 
 def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_result(tiny_checkpoint, tiny_data, tmp_path):
-    """The CLI in a subprocess is killed with SIGKILL after a step checkpoint in the middle of epoch 2; --resume
+    """The CLI in another process is killed with SIGKILL after a step checkpoint in the middle of epoch 2; --resume
     continues from that exact batch (data order, RNG, schedule, EMA) to the same weights, scores and metrics."""
     straight = multitask.main(_cli_args(tiny_checkpoint, tiny_data, tmp_path / "a"))
     killed = tmp_path / "b"
-    script = KILLER.format(repo=str(REPO), kill_at=6, argv=_cli_args(tiny_checkpoint, tiny_data, killed))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    proc = forked(_killed_run, _cli_args(tiny_checkpoint, tiny_data, killed), 6)  # mid-epoch 2
+    proc.join(300)
+    assert proc.exitcode == -signal.SIGKILL, proc.exitcode
     position = load_state(killed / "last.safetensors")["position"]
     assert position["epoch"] == 1 and position["step_in_epoch"] == 2 and position["global_step"] == 6
     resumed = multitask.main(_cli_args(tiny_checkpoint, tiny_data, killed, "--resume"))
