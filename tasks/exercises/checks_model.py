@@ -54,7 +54,7 @@ def check_embeddings():
     from minibert.model import Embeddings
     s, _ = _stored()
     config = minilm_config()
-    emb = minilm_part("embeddings.", Embeddings(config))
+    emb = minilm_part("embeddings.", lambda: Embeddings(config))
     ids, types = s["ids"], s["token_type_ids"]
     x = emb(ids, types)
     compare("embeddings output (B, T, C) on MiniLM", x, s["embeddings.out"])
@@ -76,7 +76,7 @@ def check_embeddings():
 def check_self_attention():
     import minibert.model as model
     s, mask = _stored()
-    attn = minilm_part("layers.0.", model.Layer(minilm_config())).attn
+    attn = minilm_part("layers.0.", lambda: model.Layer(minilm_config())).attn
     with patched(model, split_heads=lambda x, nh: split(x, nh), merge_heads=merge, attention=oracle_attention,
                  fast_attention=oracle_fast_attention):
         x, y, probs = _on_layer0_input(attn, s, mask)
@@ -91,7 +91,7 @@ def check_self_attention():
 def check_layer():
     import minibert.model as model
     s, mask = _stored()
-    layer = minilm_part("layers.0.", model.Layer(minilm_config()))
+    layer = minilm_part("layers.0.", lambda: model.Layer(minilm_config()))
     attn = layer.attn
 
     def oracle_self_attention(x, mask, output_attentions=False):

@@ -10,7 +10,7 @@ needed. The ids are stored too, so no tokenizer runs at check time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Callable, Dict
 
 import numpy as np
 import torch
@@ -33,9 +33,11 @@ def minilm_config():
     return BertConfig.from_json_file(embedded_model_dir() / "config.json", attn_implementation="manual")
 
 
-def minilm_part(prefix: str, module: torch.nn.Module) -> torch.nn.Module:
-    """Fill `module` with MiniLM's weights whose (our) names start with `prefix` ("embeddings." or
-    "layers.0."), read by HF name through KEY_TABLE; in eval mode (no dropout)."""
+def minilm_part(prefix: str, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """build() filled with MiniLM's weights whose (our) names start with `prefix` ("embeddings." or
+    "layers.0."), read by HF name through KEY_TABLE; in eval mode (no dropout). Built on the meta device, so
+    no random initialisation is drawn only to be overwritten (a 30522-row embedding table: most of a fresh
+    copy's `check` time)."""
     from safetensors import safe_open
 
     from minibert.checkpoint import _HF_TO_OURS, _translate, normalise_hf_key
@@ -46,7 +48,9 @@ def minilm_part(prefix: str, module: torch.nn.Module) -> torch.nn.Module:
             ours = _translate(normalise_hf_key(key), _HF_TO_OURS)
             if ours is not None and ours.startswith(prefix):
                 state[ours[len(prefix):]] = f.get_tensor(key)
-    module.load_state_dict(state, strict=True)
+    with torch.device("meta"):
+        module = build()
+    module.load_state_dict(state, strict=True, assign=True)  # (every parameter is in the file; no buffers)
     return module.eval()
 
 
@@ -84,7 +88,7 @@ def generate(path: Path = PATH) -> Dict[str, torch.Tensor]:
     probe = torch.randn(*ids.shape, config.hidden_size, generator=torch.Generator().manual_seed(0))
     out["probe"] = probe  # gradients are those of (output · probe).sum()
 
-    emb = minilm_part("embeddings.", Embeddings(config))
+    emb = minilm_part("embeddings.", lambda: Embeddings(config))
     x = emb(ids, types)
     (x * probe).sum().backward()
     out["embeddings.out"] = x.detach()
@@ -92,7 +96,7 @@ def generate(path: Path = PATH) -> Dict[str, torch.Tensor]:
     out["embeddings.grad.position"] = emb.position.weight.grad[:ids.size(1)]
     out["embeddings.grad.word_rows"] = emb.word.weight.grad[ids.unique()]
 
-    layer = minilm_part("layers.0.", Layer(config))
+    layer = minilm_part("layers.0.", lambda: Layer(config))
     mask = additive_attention_mask(attention_mask, torch.float32)
     for name, module in (("self_attention", layer.attn), ("layer", layer)):
         x = out["embeddings.out"].clone().requires_grad_(True)
