@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
-from tasks.studies.stats import compare, mean_sd, paired_interval  # noqa: F401  (re-exported for the GAN study)
+from tasks.studies.stats import compare
 
 
 FAKE_COLUMNS = ["chance", "probe_acc", "centroid_acc", "spread", "coverage", "class_coverage", "precision", "off_subspace",

@@ -7,7 +7,7 @@ import torch
 from gan.diversity import coverage, diversity, knn_radii, precision, spread_ratio
 from gan.model import EmbeddingGan, GanConfig
 from gan.probe import fake_probe, fit_linear_probe, fit_real_space, fit_reference, score_fakes
-from gan.stats import mean_sd, paired_interval
+from tasks.studies.stats import mean_sd, paired_interval
 
 
 K, DIM, CONSTANT = 5, 12, [3, 7, 10]  # 5 classes in 12-D; dimensions 3, 7 and 10 are constant in the real data

@@ -11,8 +11,8 @@ import torch.nn as nn
 from minibert import BertModel, Tokenizer
 from tasks.techniques.contrastive import (STOP_WORDS, ContrastiveProcessor, balanced_pair_counts, balanced_sizes,
                                           class_multiplier, delete_stopwords, freeze_encoder, log_ratio, make_pairs,
-                                          oversample, pair_multiplier, reference_head)
-from tasks.domain.model import MultitaskBert
+                                          oversample, pair_multiplier)
+from tasks.domain.model import MultitaskBert, reference_head
 
 
 # f(x) = ln(max/x) · max_ratio / ln(max); the class is repeated round(f) times if f ≥ min_ratio, else kept once.

@@ -33,7 +33,6 @@ import torch
 import torch.nn as nn
 
 from ..domain.losses import cosine_mse_loss, supcon_loss
-from ..domain.model import reference_head  # noqa: F401  (the third phase's head; re-exported for the phases)
 
 LOSSES = ("cosine_mse", "supcon")
 MIN_WORDS_FOR_NOISE = 5  # "when the text length is long enough": shorter sentences are copied unchanged

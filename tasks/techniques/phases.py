@@ -31,9 +31,9 @@ from minibert import resolve_model_dir
 from ..engine import Trainer, flag
 from ..engine.checkpointing import load_state
 from ..engine.devices import to_device
-from ..domain.model import MultitaskBert
+from ..domain.model import MultitaskBert, reference_head
 from .base import RunParts, Technique
-from .contrastive import LOSSES, ContrastiveProcessor, freeze_encoder, reference_head
+from .contrastive import LOSSES, ContrastiveProcessor, freeze_encoder
 from .dae import DenoisingAutoencoder, DenoisingProcessor, masked_lm_around
 
 PHASES = ("dae", "contrastive", "finetune")
