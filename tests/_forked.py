@@ -1,24 +1,38 @@
-"""Child processes forked from the test process, for the tests whose point is a second process (a lock holder,
-a run killed with SIGKILL, two DDP ranks) rather than a fresh interpreter: the child starts with the test's
-imports done, where a fresh `python` spends seconds of CPU importing torch before its first line.
+"""A second process for the tests whose point is a second process (a lock holder, a run killed with SIGKILL,
+two DDP ranks), not a fresh interpreter: where it is safe, the child is forked from the test process and starts
+with the test's imports done, where a fresh `python` spends seconds of CPU importing torch first.
 
-Forking is safe only from a single-threaded process (a child gets no other thread, and a lock another thread
-held stays held in it forever), so it is refused otherwise. The suite keeps one intra-op thread and no tqdm
-monitor thread (conftest.py) so that it holds.
+Forking is safe only when no other thread can hold a lock the child needs: no other Python thread (the suite
+runs no tqdm monitor and one intra-op thread, conftest.py), and no accelerator, whose autograd device threads
+torch starts at the first backward pass (a forked child then refuses to run backward). Otherwise the child is
+spawned: the same function in a fresh interpreter, only slower. The targets are module-level functions, so
+that either way works.
 """
 import multiprocessing
+import os
 import threading
 
-
-def check_single_threaded() -> None:
-    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
-    if others:
-        raise RuntimeError(f"cannot fork safely: threads {others} are running in the test process")
+import torch
 
 
-def forked(target, *args) -> multiprocessing.Process:
-    """target(*args) in a forked child, started; join() it, or kill it by its .pid."""
-    check_single_threaded()
-    proc = multiprocessing.get_context("fork").Process(target=target, args=args, daemon=True)
+def fork_is_safe() -> bool:
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    mps = getattr(torch.backends, "mps", None)
+    return not others and torch.cuda.device_count() == 0 and not (mps is not None and mps.is_available())
+
+
+def start_method() -> str:
+    """fork where it is safe, else spawn; MINIBERT_TEST_START_METHOD=spawn (or fork) sets it."""
+    return os.environ.get("MINIBERT_TEST_START_METHOD") or ("fork" if fork_is_safe() else "spawn")
+
+
+def context():
+    """The multiprocessing context of the tests' children (for their Events and Queues too)."""
+    return multiprocessing.get_context(start_method())
+
+
+def started(target, *args, ctx=None) -> multiprocessing.Process:
+    """target(*args) in a child process, started; join() it, or kill it by its .pid."""
+    proc = (ctx or context()).Process(target=target, args=args, daemon=True)
     proc.start()
     return proc

@@ -5,8 +5,8 @@ same examples as 2 batches of 8: (0 + 1), (2 + 3). With dropout off, the mean lo
 gradient of the ranks the gradient of the combined batch, so after the same steps the parameters agree to
 float rounding. Run for the plain summed step and for PCGrad (task gradients averaged, then projected), with
 two tasks per step of three, so that every step leaves one head without a gradient. The GAN's two-player step
-too. One start of two processes trains all three, forked from the test process (tests/_forked.py: a fresh
-interpreter costs seconds of imports); the tests compare its results with one process each.
+too. One start of two processes trains all three, forked from the test process where that is safe (tests/_forked.py:
+a fresh interpreter costs seconds of imports); the tests compare its results with one process each.
 """
 import os
 import socket
@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from _forked import check_single_threaded
+from _forked import start_method
 from minibert import BertModel, tiny_config
 from tasks.domain.model import MultitaskBert
 from tasks.domain.processors import PROCESSORS
@@ -145,8 +145,7 @@ def _worker(rank, world_size, port, out_dir):
 def ddp(tmp_path_factory):
     """The folder of the two-process runs: one subfolder per run."""
     out = tmp_path_factory.mktemp("ddp")
-    check_single_threaded()
-    mp.start_processes(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True, start_method="fork")
+    mp.start_processes(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True, start_method=start_method())
     return out
 
 

@@ -114,6 +114,7 @@ LOOP = """
     import contextlib, io
     from tasks.exercises.__main__ import main
     from tasks.exercises.stored import PATH
+    assert copy in PATH.parents, PATH  # never the reference's own file
     before, err = PATH.read_bytes(), io.StringIO()
     with contextlib.redirect_stderr(err):
         try:

@@ -1,13 +1,14 @@
 """tasks/levers.py: every arm runs the multitask CLI with only its flags changed, a finished cell is read
 back instead of re-run, and the table's deltas are against base."""
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tasks import levers, multitask
+from tasks import levers
 
 
 def _write_metrics(cell: Path, dev_by_epoch, best_epoch, logged=None):
@@ -100,11 +101,15 @@ def test_an_interrupted_cell_resumes_and_another_budget_is_refused(tmp_path, mon
 
 
 def _in_this_process(cmd, check, cwd, env):
-    """A cell's command run here, as its own process would run it: the same script and argv (a fresh
-    interpreter's imports are most of a tiny cell's cost; tests/test_trainer_features.py runs the CLI in
-    processes of its own)."""
+    """A cell's command run here as `python SCRIPT ARGS` would run it: the script as __main__ with its argv
+    (a fresh interpreter's imports are most of a tiny cell's cost); a failing cell raises, as check=True."""
     assert cmd[:2] == [sys.executable, str(levers.ROOT / "tasks" / "multitask.py")] and check and cwd == levers.ROOT
-    multitask.main(cmd[2:])
+    argv, path = sys.argv, list(sys.path)
+    sys.argv = cmd[1:]
+    try:
+        runpy.run_path(cmd[1], run_name="__main__")
+    finally:
+        sys.argv, sys.path[:] = argv, path
 
 
 def test_two_arms_end_to_end_then_a_rerun_reads_them_back(tiny_checkpoint, tiny_data, tmp_path, monkeypatch):

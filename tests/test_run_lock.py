@@ -5,7 +5,6 @@ outputs and the device may change."""
 import argparse
 import json
 import logging
-import multiprocessing
 import os
 import signal
 import socket
@@ -14,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from _forked import forked
+from _forked import context, started
 from tasks import multitask
 from tasks.engine.checkpointing import load_state, read_header, remove_stale_temp_files, save_state
 from tasks.launch.cli import UserError
@@ -22,7 +21,7 @@ from tasks.launch.run_lock import LOCK, claim_out_dir, flag_changes, run_lock
 
 
 def _hold(out, held, release):
-    """A run in another process (forked: tests/_forked.py) holding `out`'s lock until released or killed."""
+    """A run in another process (tests/_forked.py) holding `out`'s lock until released or killed."""
     sys.argv = ["holder", "--marker"]  # what the lock file records as the holder's command
     with run_lock(out, "holder"):
         held.set()
@@ -30,8 +29,9 @@ def _hold(out, held, release):
 
 
 def _holder(out):
-    held, release = multiprocessing.get_context("fork").Event(), multiprocessing.get_context("fork").Event()
-    proc = forked(_hold, out, held, release)
+    ctx = context()
+    held, release = ctx.Event(), ctx.Event()
+    proc = started(_hold, out, held, release, ctx=ctx)
     assert held.wait(60), "the holder did not take the lock"
     proc.release = release
     return proc

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _forked import forked
+from _forked import started
 from tasks import multitask
 from tasks.engine.checkpointing import atomic_write_text, load_state, save_state
 from tasks.engine.devices import Precision, autocast_dtype, pick_device
@@ -123,7 +123,7 @@ def _cli_args(tiny_checkpoint, tiny_data, out, *extra):
 
 
 def _killed_run(argv, kill_at):
-    """The CLI in a forked child (tests/_forked.py) that SIGKILLs itself right after the step checkpoint of
+    """The CLI in a child process (tests/_forked.py) that SIGKILLs itself right after the step checkpoint of
     step `kill_at`: no handler, no atexit, no flush runs, as when a machine's run is killed."""
     save = Trainer.save_checkpoint
 
@@ -141,8 +141,10 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_result(tiny_che
     continues from that exact batch (data order, RNG, schedule, EMA) to the same weights, scores and metrics."""
     straight = multitask.main(_cli_args(tiny_checkpoint, tiny_data, tmp_path / "a"))
     killed = tmp_path / "b"
-    proc = forked(_killed_run, _cli_args(tiny_checkpoint, tiny_data, killed), 6)  # mid-epoch 2
+    proc = started(_killed_run, _cli_args(tiny_checkpoint, tiny_data, killed), 6)  # mid-epoch 2
     proc.join(300)
+    if proc.is_alive():  # hung: do not leave it holding the folder
+        proc.kill()
     assert proc.exitcode == -signal.SIGKILL, proc.exitcode
     position = load_state(killed / "last.safetensors")["position"]
     assert position["epoch"] == 1 and position["step_in_epoch"] == 2 and position["global_step"] == 6

@@ -50,7 +50,10 @@ def minilm_part(prefix: str, build: Callable[[], torch.nn.Module]) -> torch.nn.M
                 state[ours[len(prefix):]] = f.get_tensor(key)
     with torch.device("meta"):
         module = build()
-    module.load_state_dict(state, strict=True, assign=True)  # (every parameter is in the file; no buffers)
+    module.load_state_dict(state, strict=True, assign=True)
+    left = [name for name, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"minilm_part({prefix!r}): {', '.join(left)} not in MiniLM's weights (left on meta)")
     return module.eval()
 
 
