@@ -94,22 +94,24 @@ def test_make_refuses_a_folder_in_use_and_one_inside_the_project(tmp_path):
 
 
 LOOP = """
-    import json, sys
+    import ast, json, sys
     from pathlib import Path
     copy, ref, names = Path.cwd(), Path({ref!r}), {names!r}
     sys.path.insert(0, str(copy))
     from tasks.exercises.maker import restore
-    from tasks.exercises.markers import FILES
+    from tasks.exercises.markers import FILES, parse_file
     stubs = {{rel: (copy / rel).read_text() for rel in FILES}}
 
-    def grade_all():
+    def graded(only=None):
+        \"\"\"{{name: [status, detail]}} of every exercise (or of `only`), the files imported afresh.\"\"\"
         for m in [m for m in sys.modules if m.split(".")[0] in ("minibert", "optim", "tasks")]:
             del sys.modules[m]  # the files changed: import them again
         from tasks.exercises.checks import CHECKS
         from tasks.exercises.grading import grade
         from tasks.exercises.markers import ROOT, find_exercises
         assert ROOT == copy, ROOT
-        return {{e.name: grade(e, CHECKS[e.name], copy).status for e in find_exercises(copy)}}
+        results = (grade(e, CHECKS[e.name], copy) for e in find_exercises(copy) if only in (None, e.name))
+        return {{r.name: [r.status, r.detail] for r in results}}
 
     import contextlib, io
     from tasks.exercises.__main__ import main
@@ -122,13 +124,17 @@ LOOP = """
             code = 0
         except SystemExit as stop:
             code = stop.code
-    report = {{"generate": {{"code": code, "stderr": err.getvalue(), "unchanged": PATH.read_bytes() == before}}}}
-    report["fresh"] = grade_all()
+    report = {{"generate": {{"code": code, "stderr": err.getvalue(), "unchanged": PATH.read_bytes() == before}},
+              "stubs": {{}}, "fresh": graded(), "restored": {{}}}}
+    for rel in FILES:  # where each exercise's stubs raise: file:line
+        for function, node in parse_file(copy, rel):
+            line = next(s.lineno for s in node.body if isinstance(s, ast.Raise))
+            report["stubs"].setdefault(function.exercise, []).append(f"{{rel}}:{{line}}")
     import tasks.multitask, tasks.classifier, tasks.predict, gan.train  # the copy imports
     assert Path(tasks.multitask.__file__).parent.parent == copy
     for name in names:
         restore(copy, name, ref)
-        report[name] = grade_all()
+        report["restored"][name] = graded(only=name)[name]
         for rel, text in stubs.items():
             (copy / rel).write_text(text)
     print(json.dumps(report))
@@ -137,17 +143,25 @@ LOOP = """
 
 @pytest.fixture(scope="module")
 def loop_report(copy):
-    """One process in a fresh copy: `generate` tried first, then every exercise graded fresh, and again with
-    each reference body restored alone (LOOP)."""
+    """One process in a fresh copy: `generate` tried first, then every exercise graded fresh, then each
+    reference body restored alone and its exercise graded (LOOP)."""
     out = run_in(copy, LOOP.format(ref=str(ROOT), names=NAMES))
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_fresh_copy_is_not_started_and_restoring_one_body_passes_exactly_that_exercise(loop_report):
-    assert loop_report["fresh"] == {name: NOT_STARTED for name in NAMES}
+def test_fresh_copy_stops_each_check_at_its_own_stub_and_restoring_one_body_passes_exactly_that_exercise(
+        loop_report):
+    """Fresh, every check is "not started" by its own exercise's stub: it calls no other exercise's function
+    before its own, so with any other body restored it still stops there. Restored alone, each body passes its
+    check: the check needs no other exercise's code. So restoring one body turns exactly that exercise ✓."""
+    fresh = loop_report["fresh"]
+    assert {name: status for name, (status, _) in fresh.items()} == {name: NOT_STARTED for name in NAMES}
     for name in NAMES:
-        assert loop_report[name] == {n: PASS if n == name else NOT_STARTED for n in NAMES}, name
+        detail = fresh[name][1]
+        assert detail in [f"raises NotImplementedError at {where}" for where in loop_report["stubs"][name]], \
+            (name, detail, loop_report["stubs"][name])
+        assert loop_report["restored"][name] == [PASS, ""], (name, loop_report["restored"][name])
 
 
 def test_generate_in_a_copy_refuses_and_leaves_the_stored_tensors_as_they_were(loop_report):
