@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -21,6 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tasks.plot_metrics import read_epochs  # noqa: E402  (the loop's metrics.jsonl, the same reader)
+
 METHOD_STYLE = {"plain": ("plain classifier", "tab:gray", "o"), "ganbert": ("GAN-BERT", "tab:blue", "s"),
                 "acganbert": ("AC-GAN-BERT", "tab:red", "^")}
 
@@ -28,13 +29,8 @@ CLASS_COLORS = {2: ["#2166ac", "#b2182b"], 3: ["#2166ac", "#4d4d4d", "#b2182b"],
                 5: ["#2166ac", "#67a9cf", "#4d4d4d", "#ef8a62", "#b2182b"]}
 
 
-def read_jsonl(path) -> List[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def plot_curves(metrics_path, png_path) -> Path:
-    records = [r for r in read_jsonl(metrics_path) if "epoch" in r]
+    records = read_epochs(metrics_path)
     epochs = [r["epoch"] for r in records]
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax_acc.plot(epochs, [r["dev"]["score"] for r in records], "o-")
