@@ -100,7 +100,7 @@ LOOP = """
     sys.path.insert(0, str(copy))
     from tasks.exercises.maker import restore
     from tasks.exercises.markers import FILES, parse_file
-    stubs = {{rel: (copy / rel).read_text() for rel in FILES}}
+    as_made = {{rel: (copy / rel).read_text() for rel in FILES}}  # the copy's files, every body a stub
 
     def graded(only=None):
         \"\"\"{{name: [status, detail]}} of every exercise (or of `only`), the files imported afresh.\"\"\"
@@ -135,7 +135,7 @@ LOOP = """
     for name in names:
         restore(copy, name, ref)
         report["restored"][name] = graded(only=name)[name]
-        for rel, text in stubs.items():
+        for rel, text in as_made.items():
             (copy / rel).write_text(text)
     print(json.dumps(report))
 """
