@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import gc
 import itertools
+import math
 import os
 import shlex
 import shutil
@@ -113,7 +114,7 @@ def write_tables(rows: List[dict], out_dir: Path, metric: str, header: str, char
     for r in rows:
         tuned = "".join(f", {k} {v}" for k, v in r["params"].items())
         table.append([r["technique"], technique_args(r["technique"])[2], r["n"], f"{r['lr']:g}{tuned}",
-                      f"{r['mean']:.4f} ± {r['sd']:.4f}", f"{r['delta']:+.4f}",
+                      f"{r['mean']:.4f} ± {r['sd']:.4f}", "" if math.isnan(r["delta"]) else f"{r['delta']:+.4f}",
                       interval_text(r["compared"]) if r["technique"] != "plain" else "", r["verdict"],
                       r["extra_epochs"], f"{r['wall_seconds']:.1f}"])
     write_table(out_dir / "table.md", header, ["technique", "what", "seeds", "lr", f"dev {metric} (mean ± sd)",

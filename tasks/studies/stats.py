@@ -41,8 +41,10 @@ def compare(records: Sequence[dict], arm: Callable[[dict], Hashable], metrics: D
             baseline: Callable[[Hashable], Optional[Hashable]], seed: Callable[[dict], int] = lambda r: r["seed"],
             order: Optional[Sequence[Hashable]] = None) -> List[dict]:
     """Every study's summary: the records grouped by arm(record), and per arm n, each metric's mean and sd over
-    seeds, its Δ of means against the arm baseline(arm) names (None: no baseline; the baseline's own Δ is 0), the
-    per-seed differences over the seeds both have, and the paired interval of the first metric with its verdict.
+    seeds, the per-seed differences against the arm baseline(arm) names over the seeds both have, their mean Δ
+    (None: no baseline or no seed in common; the baseline's own Δ is 0), and the paired interval of the first
+    metric with its verdict. Δ is over the shared seeds, like the interval: while a grid is unfinished an arm's
+    mean and its baseline's can cover different seeds, and their difference is then not the paired one.
     Arms come in `order` (those with no records left out), then any others in the order they were first seen."""
     groups: Dict[Hashable, List[dict]] = {}
     for r in records:
@@ -59,14 +61,16 @@ def compare(records: Sequence[dict], arm: Callable[[dict], Hashable], metrics: D
                "delta": None, "diffs": None, "paired": paired_interval({}, {}), "verdict": ""}
         base_key = baseline(key)
         base = groups.get(base_key) if base_key is not None else None
-        if base:
+        if base_key == key:
+            row["delta"] = {m: 0.0 for m in metrics}
+        elif base:
             by_seed = {seed(r): r for r in base}
-            row["delta"] = {m: row["mean"][m] - float(np.mean([f(r) for r in base])) for m, f in metrics.items()}
-            if base_key != key:
-                pairs = [(r, by_seed[seed(r)]) for r in mine if seed(r) in by_seed]
-                row["diffs"] = {m: [f(a) - f(b) for a, b in pairs] for m, f in metrics.items()}
-                row["paired"] = paired_interval({seed(r): metrics[first](r) for r in mine},
-                                                {s: metrics[first](r) for s, r in by_seed.items()})
-                row["verdict"] = verdict(row["paired"])
+            pairs = [(r, by_seed[seed(r)]) for r in mine if seed(r) in by_seed]
+            row["diffs"] = {m: [f(a) - f(b) for a, b in pairs] for m, f in metrics.items()}
+            if pairs:
+                row["delta"] = {m: float(np.mean(d)) for m, d in row["diffs"].items()}
+            row["paired"] = paired_interval({seed(r): metrics[first](r) for r in mine},
+                                            {s: metrics[first](r) for s, r in by_seed.items()})
+            row["verdict"] = verdict(row["paired"])
         rows.append(row)
     return rows
