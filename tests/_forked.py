@@ -14,6 +14,11 @@ import threading
 
 import torch
 
+# How long a test waits on another process before calling it hung: a guard, not a speed check. The waits return
+# as soon as the child acts; on a loaded machine (the suite under `nice` beside a training grid) a child taking
+# minutes of wall time for seconds of CPU is normal, and a tight limit failed the suite there (session 16).
+HANG_GUARD_S = 1800
+
 
 def fork_is_safe() -> bool:
     others = [t for t in threading.enumerate() if t is not threading.current_thread()]

@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _forked import HANG_GUARD_S
 
 from tasks.exercises.checks import CHECKS
 from tasks.exercises.grading import NOT_STARTED, PASS, grade
@@ -31,7 +32,7 @@ def copy(tmp_path_factory):
     return dest
 
 
-def run_in(folder: Path, code: str, timeout: int = 240) -> subprocess.CompletedProcess:
+def run_in(folder: Path, code: str, timeout: int = HANG_GUARD_S) -> subprocess.CompletedProcess:
     """Python in `folder`, whose packages (minibert, optim, tasks) then shadow the installed reference."""
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=folder, capture_output=True, text=True,
                           timeout=timeout, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
@@ -194,7 +195,7 @@ def test_a_wrong_body_is_a_cross_naming_the_tensor_max_error_and_tolerance(tmp_p
         assert right in text, name
         (dest / rel).write_text(text.replace(right, wrong))
     out = subprocess.run([sys.executable, "-m", "tasks.exercises", "check", *WRONG, "gelu", "pcgrad"], cwd=dest,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert out.returncode == 1, out.stderr
     lines = out.stdout.splitlines()
     for name, (_, _, message) in WRONG.items():  # its row is a cross, and the line under it names the tensor

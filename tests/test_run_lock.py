@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from _forked import context, started
+from _forked import HANG_GUARD_S, context, started
 from tasks import multitask
 from tasks.engine.checkpointing import load_state, read_header, remove_stale_temp_files, save_state
 from tasks.launch.cli import UserError
@@ -25,14 +25,14 @@ def _hold(out, held, release):
     sys.argv = ["holder", "--marker"]  # what the lock file records as the holder's command
     with run_lock(out, "holder"):
         held.set()
-        release.wait(120)
+        release.wait(HANG_GUARD_S)
 
 
 def _holder(out):
     ctx = context()
     held, release = ctx.Event(), ctx.Event()
     proc = started(_hold, out, held, release, ctx=ctx)
-    assert held.wait(60), "the holder did not take the lock"
+    assert held.wait(HANG_GUARD_S), "the holder did not take the lock"
     proc.release = release
     return proc
 
@@ -56,7 +56,7 @@ def test_a_second_run_on_a_busy_out_dir_is_refused_naming_the_holder(tmp_path, t
         assert sorted(p.name for p in out.iterdir()) == [LOCK] and not (tmp_path / "pred").exists()
     finally:
         holder.release.set()
-        holder.join(60)
+        holder.join(HANG_GUARD_S)
     assert holder.exitcode == 0 and not (out / LOCK).exists()  # released: the file goes with the lock
     with run_lock(out, "multitask.py") as path:  # free again
         assert json.loads(path.read_text())["pid"] == os.getpid()
@@ -67,7 +67,7 @@ def test_a_killed_runs_lock_is_taken_over_with_a_note(tmp_path, caplog):
     out = tmp_path / "run"
     holder = _holder(out)
     os.kill(holder.pid, signal.SIGKILL)
-    holder.join(60)  # (reaped: a zombie's pid would still look alive)
+    holder.join(HANG_GUARD_S)  # (reaped: a zombie's pid would still look alive)
     left = json.loads((out / LOCK).read_text())
     assert left["pid"] == holder.pid  # a killed run cannot remove its lock file
     with caplog.at_level(logging.WARNING, logger="tasks.launch.run_lock"), run_lock(out, "multitask.py") as path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _forked import started
+from _forked import HANG_GUARD_S, started
 from tasks import multitask
 from tasks.engine.checkpointing import atomic_write_text, load_state, save_state
 from tasks.engine.devices import Precision, autocast_dtype, pick_device
@@ -142,7 +142,7 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_result(tiny_che
     straight = multitask.main(_cli_args(tiny_checkpoint, tiny_data, tmp_path / "a"))
     killed = tmp_path / "b"
     proc = started(_killed_run, _cli_args(tiny_checkpoint, tiny_data, killed), 6)  # mid-epoch 2
-    proc.join(300)
+    proc.join(HANG_GUARD_S)
     if proc.is_alive():  # hung: do not leave it holding the folder
         proc.kill()
     assert proc.exitcode == -signal.SIGKILL, proc.exitcode
