@@ -1,9 +1,11 @@
-"""The README's full-scale verdicts, recomputed from the records the grids wrote (docs/results/).
+"""The README's full-scale verdicts and docs/techniques.md's per-seed tables, recomputed from the records the
+grids wrote (docs/results/).
 
 Each row of the README's techniques table rests on one grid's records, one line per finished cell. This test
 recomputes the row's figures from those records with the statistics every study uses (tasks/studies/stats.py)
 and checks that the row prints them at its three decimals, so a figure edited by hand, a record changed after
-the fact, or a change to the statistics shows up here. The two multitask rows (CAT on the SST batches, the
+the fact, or a change to the statistics shows up here; and each arm's row of seeds in docs/techniques.md must
+print the records' scores and their mean ± sd at four decimals. The two multitask rows (CAT on the SST batches, the
 shorter default run) are not covered: they pair against the default runs of session 7, which predate these
 records (docs/results.md has their figures).
 """
@@ -96,3 +98,23 @@ def test_gan_rows():
     assert f"1%: {signed(gb['0.01']['mean'])}, 10%: {signed(gb['0.1']['mean'])}" in text
     assert [stats.verdict(gb[f]) for f in ("0.01", "0.05", "0.1")] == ["no difference shown", "helps",
                                                                       "no difference shown"]
+
+
+def seed_cells(scores: dict) -> str:
+    """An arm's per-seed cells as docs/techniques.md prints them: each seed's score, then mean ± sd."""
+    m, sd = stats.mean_sd(list(scores.values()))
+    return "| " + " | ".join(f"{scores[s]:.4f}" for s in sorted(scores)) + f" | {m:.4f} ± {sd:.4f} |"
+
+
+@pytest.mark.parametrize("scores", [
+    *[pytest.param((grid, t), id=f"{grid}-{t}") for grid, arms in [
+        ("s10-sst-full", ("plain", "cat")), ("s14-sst-full-phases", ("plain", "3phase")),
+        ("s15-sst-full-frozen", ("plain", "contrastive", "3phase")), ("s16-cfimdb-full", ("plain", "cat"))]
+      for t in arms],
+    *[pytest.param(("gan", m, f), id=f"gan-{m}-{f}") for f in ("0.01", "0.05", "0.1")
+      for m in ("plain", "ganbert", "acganbert")],
+])
+def test_per_seed_tables(scores):
+    values = gan_scores(*scores[1:]) if scores[0] == "gan" else ablate_scores(*scores)
+    assert len(values) >= 3
+    assert seed_cells(values) in (ROOT / "docs" / "techniques.md").read_text(), seed_cells(values)
