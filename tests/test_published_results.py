@@ -9,12 +9,13 @@ print the records' scores and their mean ± sd at four decimals. The two multita
 shorter default run) are not covered: they pair against the default runs of session 7, which predate these
 records (docs/results.md has their figures).
 """
-import csv
-import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from gan.study import read_legacy_csv
+from tasks.engine.checkpointing import read_jsonl
 from tasks.studies import stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,19 +39,21 @@ def readme_row(first_cell: str) -> str:
 
 def ablate_scores(grid: str, technique: str) -> dict:
     """{seed: dev score} of a technique's reported cells (stage "main"; the tuning cells are on their own seed)."""
-    with open(RECORDS / grid / "results.jsonl") as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return {r["seed"]: r["score"] for r in records if r["stage"] == "main" and r["technique"] == technique}
+    return {r["seed"]: r["score"] for r in read_jsonl(RECORDS / grid / "results.jsonl")
+            if r["stage"] == "main" and r["technique"] == technique}
 
 
-def gan_scores(method: str, fraction: str) -> dict:
-    with open(RECORDS / "s12-gan-ft" / "results.csv", newline="") as f:
-        return {int(r["seed"]): float(r["dev_accuracy"]) for r in csv.DictReader(f)
-                if r["method"] == method and r["labeled_fraction"] == fraction}
+def gan_scores(method: str, fraction: float) -> dict:
+    return {r["seed"]: float(r["dev_accuracy"]) for r in read_legacy_csv(RECORDS / "s12-gan-ft" / "results.csv")
+            if r["method"] == method and r["labeled_fraction"] == fraction}
+
+
+def average(scores: dict) -> float:
+    return stats.mean_sd(list(scores.values()))[0]
 
 
 def mean(scores: dict) -> str:
-    return f"{stats.mean_sd(list(scores.values()))[0]:.3f}"
+    return f"{average(scores):.3f}"
 
 
 @pytest.mark.parametrize("row, grid, technique, name, seeds", [
@@ -80,24 +83,22 @@ def test_frozen_row():
     assert f"**{signed(c['mean'])}** {interval(c)}, 3 seeds (frozen head {mean(head)}, contrastive {mean(contrastive)})" in text
     assert f"DAE first: **{signed(t['mean'])}** {interval(t)} ({mean(three)})" in text
     assert f"below plain fine-tuning ({mean(fine_tuned)})" in text
-    assert max(stats.mean_sd(list(contrastive.values()))[0], stats.mean_sd(list(three.values()))[0]) \
-        < stats.mean_sd(list(fine_tuned.values()))[0]
+    assert max(average(contrastive), average(three)) < average(fine_tuned)
 
 
 def test_gan_rows():
-    plain = {f: gan_scores("plain", f) for f in ("0.01", "0.05", "0.1")}
+    plain = {f: gan_scores("plain", f) for f in (0.01, 0.05, 0.1)}
     ac = {f: stats.paired_interval(gan_scores("acganbert", f), plain[f]) for f in plain}
     gb = {f: stats.paired_interval(gan_scores("ganbert", f), plain[f]) for f in plain}
     assert all(p["n"] == 5 for p in [*ac.values(), *gb.values()])
     text = readme_row("AC-GAN-BERT, 5% labelled, rest unlabelled")
-    assert f"{signed(ac['0.05']['mean'])} {interval(ac['0.05'])} fine-tuned" in text
-    assert f"(1%: {signed(ac['0.01']['mean'])}, 10%: {signed(ac['0.1']['mean'])})" in text
+    assert f"{signed(ac[0.05]['mean'])} {interval(ac[0.05])} fine-tuned" in text
+    assert f"(1%: {signed(ac[0.01]['mean'])}, 10%: {signed(ac[0.1]['mean'])})" in text
     assert not any(stats.verdict(p) == "helps" for p in ac.values())
     text = readme_row("GAN-BERT, same setting")
-    assert f"**{signed(gb['0.05']['mean'])}** {interval(gb['0.05'])} at 5%" in text
-    assert f"1%: {signed(gb['0.01']['mean'])}, 10%: {signed(gb['0.1']['mean'])}" in text
-    assert [stats.verdict(gb[f]) for f in ("0.01", "0.05", "0.1")] == ["no difference shown", "helps",
-                                                                      "no difference shown"]
+    assert f"**{signed(gb[0.05]['mean'])}** {interval(gb[0.05])} at 5%" in text
+    assert f"1%: {signed(gb[0.01]['mean'])}, 10%: {signed(gb[0.1]['mean'])}" in text
+    assert [stats.verdict(gb[f]) for f in (0.01, 0.05, 0.1)] == ["no difference shown", "helps", "no difference shown"]
 
 
 def seed_cells(scores: dict) -> str:
@@ -107,14 +108,14 @@ def seed_cells(scores: dict) -> str:
 
 
 @pytest.mark.parametrize("scores", [
-    *[pytest.param((grid, t), id=f"{grid}-{t}") for grid, arms in [
+    *[pytest.param(partial(ablate_scores, grid, t), id=f"{grid}-{t}") for grid, arms in [
         ("s10-sst-full", ("plain", "cat")), ("s14-sst-full-phases", ("plain", "3phase")),
         ("s15-sst-full-frozen", ("plain", "contrastive", "3phase")), ("s16-cfimdb-full", ("plain", "cat"))]
       for t in arms],
-    *[pytest.param(("gan", m, f), id=f"gan-{m}-{f}") for f in ("0.01", "0.05", "0.1")
+    *[pytest.param(partial(gan_scores, m, f), id=f"gan-{m}-{f}") for f in (0.01, 0.05, 0.1)
       for m in ("plain", "ganbert", "acganbert")],
 ])
 def test_per_seed_tables(scores):
-    values = gan_scores(*scores[1:]) if scores[0] == "gan" else ablate_scores(*scores)
+    values = scores()
     assert len(values) >= 3
     assert seed_cells(values) in (ROOT / "docs" / "techniques.md").read_text(), seed_cells(values)
