@@ -60,6 +60,7 @@ def mean(scores: dict) -> str:
     ("contrastive adversarial training (CAT), SST-5 alone", "s10-sst-full", "cat", "CAT", 5),
     ("CAT on CFIMDB alone (binary, long reviews)", "s16-cfimdb-full", "cat", "CAT", 5),
     ("DAE → contrastive → fine-tune", "s14-sst-full-phases", "3phase", "3phase", 3),
+    ("DAE → contrastive → fine-tune on CFIMDB", "s17-cfimdb-phases", "3phase", "3phase", 3),
 ])
 def test_fine_tuned_rows(row, grid, technique, name, seeds):
     plain, arm = ablate_scores(grid, "plain"), ablate_scores(grid, technique)
@@ -110,7 +111,8 @@ def seed_cells(scores: dict) -> str:
 @pytest.mark.parametrize("scores", [
     *[pytest.param(partial(ablate_scores, grid, t), id=f"{grid}-{t}") for grid, arms in [
         ("s10-sst-full", ("plain", "cat")), ("s14-sst-full-phases", ("plain", "3phase")),
-        ("s15-sst-full-frozen", ("plain", "contrastive", "3phase")), ("s16-cfimdb-full", ("plain", "cat"))]
+        ("s15-sst-full-frozen", ("plain", "contrastive", "3phase")), ("s16-cfimdb-full", ("plain", "cat")),
+        ("s17-cfimdb-phases", ("plain", "3phase"))]
       for t in arms],
     *[pytest.param(partial(gan_scores, m, f), id=f"gan-{m}-{f}") for f in (0.01, 0.05, 0.1)
       for m in ("plain", "ganbert", "acganbert")],
