@@ -94,6 +94,9 @@ def test_frozen_rows(row, frozen, fine_tuned):
     assert f"plain fine-tuning ({mean(plain_fine_tuned)})" in text
     if "below plain fine-tuning" in text:
         assert max(average(contrastive), average(three)) < average(plain_fine_tuned)
+    if "level with plain fine-tuning" in text:  # neither frozen arm differs from it, seed by seed
+        assert all(stats.verdict(stats.paired_interval(arm, plain_fine_tuned)) == "no difference shown"
+                   for arm in (contrastive, three))
     assert ("**yes**" in text) == (stats.verdict(c) == "helps" or stats.verdict(t) == "helps"), text
 
 
